@@ -1,0 +1,1 @@
+"""Synthesis flows (YoWASP yosys + nextpnr) and board tops."""

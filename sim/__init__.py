@@ -1,0 +1,1 @@
+"""Simulation: Amaranth-simulator helpers, cocotb testbenches and their Verilator runner."""
