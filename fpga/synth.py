@@ -172,12 +172,14 @@ def synth_pe_array(p: int, s: int, max_k: int | None = None, *, device: str = "L
     """Synthesise a ``PEArray(p, s)`` in its registered wrapper; the JSON report row.
 
     ``max_k`` defaults to 1536 (the FFN width of MiniLM-L6-H384, the longest dot
-    product of the demo network), which sets the accumulator width.
+    product of the demo network), which sets the accumulator width. The popcount
+    counters are ECP5 ``LUT4`` primitives (``impl="ecp5"``), the netlist that
+    ``tests/test_pe_array_cocotb.py`` also checks in Verilator.
     """
     from ..hw.pe_array import PEArray
 
     max_k = max_k or 1536
-    res = synth_ecp5(RegisteredWrapper(PEArray(p=p, s=s, max_k=max_k)), device=device,
+    res = synth_ecp5(RegisteredWrapper(PEArray(p=p, s=s, max_k=max_k, impl="ecp5")), device=device,
                      target_mhz=target_mhz, workdir=workdir, seed=seed, name="pe_array_top")
     row = {"P": p, "S": s, "max_k": max_k, "lut4": res.lut4, "ff": res.ff, "ebr": res.ebr,
            "fmax_mhz": res.fmax_mhz, "lut4_per_bit": round(res.lut4 / (p * s), 3)}

@@ -13,8 +13,9 @@ from amaranth.utils import bits_for
 
 from ..golden import pe_array as _golden
 from ._params import check_positive
+from .popcount import IMPLS, Term, pipeline_stages, popcount_pipeline
 
-__all__ = ["Mode", "PEArrayInput", "PEArray", "popcount_pipeline", "tree_stages"]
+__all__ = ["Mode", "PEArrayInput", "PEArray"]
 
 
 class Mode(enum.Enum, shape=1):
@@ -47,52 +48,8 @@ class PEArrayInput(data.StructLayout):
         })
 
 
-def _register(m, values, name):
-    regs = []
-    for j, value in enumerate(values):
-        r = Signal(len(value), name=f"{name}_{j}")
-        m.d.sync += r.eq(value)
-        regs.append(r)
-    return regs
-
-
-def popcount_pipeline(m, bits, levels_per_stage, name):
-    """Pipelined popcount of 1-bit expressions; returns ``(count_signal, stages)``.
-
-    The leaves compress the bits in threes with full adders written as gates
-    (the mapper packs each leaf, XNORs included, into LUTs rather than short
-    carry chains); a binary adder tree follows, with a register after the leaves
-    and after every ``levels_per_stage`` adder levels. The number of register
-    stages depends only on ``len(bits)``, so trees of equal size stay aligned.
-    """
-    leaves = []
-    for i in range(0, len(bits), 3):
-        group = bits[i:i + 3]
-        if len(group) == 1:
-            leaves.append(group[0])
-        elif len(group) == 2:
-            x, y = group
-            leaves.append(Cat(x ^ y, x & y))
-        else:
-            x, y, z = group
-            leaves.append(Cat(x ^ y ^ z, (x & y) | (x & z) | (y & z)))
-    level = _register(m, leaves, f"{name}_leaf")
-    stages = 1
-    depth = 0
-    while len(level) > 1:
-        level = [level[j] + level[j + 1] if j + 1 < len(level) else level[j] for j in range(0, len(level), 2)]
-        depth += 1
-        if depth % levels_per_stage == 0 or len(level) == 1:
-            level = _register(m, level, f"{name}_t{stages}")
-            stages += 1
-    return level[0], stages
-
-
-def tree_stages(n_bits: int, levels_per_stage: int) -> int:
-    """Register stages :func:`popcount_pipeline` uses for ``n_bits`` inputs."""
-    n_leaves = (n_bits + 2) // 3
-    levels = (n_leaves - 1).bit_length() if n_leaves > 1 else 0
-    return 1 + -(-levels // levels_per_stage)
+def _xnor(a, w):
+    return ~(a ^ w)
 
 
 class PEArray(wiring.Component):
@@ -107,9 +64,10 @@ class PEArray(wiring.Component):
     exactly :func:`bebert.golden.pe_array.popcount_dot`. Bits past ``n`` in a
     fold must be zero in ``a`` and ``w``.
 
-    How: every cell computes only ``~(a ^ w)`` (a 2-input function, which the
-    mapper fuses into the first full-adder level); both modes and the padding
-    are a correction shared by all channels, added once per fold:
+    How: every cell computes only ``~(a ^ w)`` (a 2-input function, which rides
+    in a full adder of the popcount for free, see :mod:`bebert.hw.popcount`);
+    both modes and the padding are a correction shared by all channels, added
+    once per fold:
     ``XNOR: n - S`` (zero padding agrees with itself) and
     ``AND: popcount(a) - S``, from ``2(a&w) - w = ~(a^w) + a - 1`` per bit.
 
@@ -129,7 +87,12 @@ class PEArray(wiring.Component):
         Longest dot product in bits; results are ``signed(bits_for(max_k) + 1)``
         and wrap (two's complement) beyond ``+-max_k``.
     levels_per_stage : int
-        Adder-tree levels between pipeline registers (default 2).
+        Adder-tree levels between pipeline registers (default 1: a register
+        after every level also stops yosys from merging the tree into a
+        multi-operand adder that maps to LUTs instead of carry chains).
+    impl : str
+        ``"behavioral"`` (default; simulation and any FPGA) or ``"ecp5"``
+        (the popcount counters as ECP5 ``LUT4`` primitives, for synthesis).
 
     Attributes
     ----------
@@ -144,14 +107,18 @@ class PEArray(wiring.Component):
         If a parameter is not a positive integer.
     """
 
-    def __init__(self, *, p: int, s: int, max_k: int, levels_per_stage: int = 2):
+    def __init__(self, *, p: int, s: int, max_k: int, levels_per_stage: int = 1, impl: str = "behavioral"):
+        if impl not in IMPLS:
+            self._MustUse__used = True
+            raise ValueError(f"impl must be one of {IMPLS}, not {impl!r}")
+        self._impl = impl
         self._p = check_positive(self, "P (output channels)", p)
         self._s = check_positive(self, "S (input bits per cycle)", s)
         self._max_k = check_positive(self, "max_k", max_k)
         self._levels_per_stage = check_positive(self, "levels_per_stage", levels_per_stage)
         self._acc_width = bits_for(max_k) + 1
         # input register, popcount stages, accumulator, FIFO write strobe
-        self._latency = 1 + tree_stages(s, levels_per_stage) + 2
+        self._latency = 1 + pipeline_stages(s, levels_per_stage) + 2
         self._fifo_depth = self._latency + 2
         super().__init__({
             "i_stream": In(stream.Signature(PEArrayInput(p, s))),
@@ -204,10 +171,11 @@ class PEArray(wiring.Component):
         # Per-channel XNOR popcounts and the shared popcount(a), same depth.
         sums = []
         for ch in range(p):
-            total, stages = popcount_pipeline(m, [~(a0[i] ^ w0[ch][i]) for i in range(s)], lps, f"ch{ch}")
+            terms = [Term((a0[i], w0[ch][i]), _xnor) for i in range(s)]
+            total, stages = popcount_pipeline(m, terms, lps, f"ch{ch}", self._impl)
             sums.append(total)
-        pop_a, stages_a = popcount_pipeline(m, [a0[i] for i in range(s)], lps, "pop_a")
-        assert stages == stages_a == tree_stages(s, lps)
+        pop_a, stages_a = popcount_pipeline(m, [a0[i] for i in range(s)], lps, "pop_a", self._impl)
+        assert stages == stages_a == pipeline_stages(s, lps)
         for stage in range(stages):
             nxt = Signal(ctl_layout, name=f"ctl_{stage}")
             m.d.sync += nxt.eq(ctl)

@@ -32,8 +32,16 @@ class SimBuild:
     build_seconds: float
 
 
-def build_block(component, name: str, *, waves: bool = False, toplevel: str | None = None) -> SimBuild:
-    """Convert ``component`` to Verilog and compile it with Verilator (incrementally)."""
+MODELS = Path(__file__).parent / "models"
+
+
+def build_block(component, name: str, *, waves: bool = False, toplevel: str | None = None,
+                cell_models: bool = False) -> SimBuild:
+    """Convert ``component`` to Verilog and compile it with Verilator (incrementally).
+
+    ``cell_models`` adds behavioural models of the FPGA primitives the netlist may
+    instantiate (``sim/models/ecp5_cells.v``).
+    """
     from amaranth.back import verilog
     from cocotb_tools.runner import get_runner
 
@@ -50,7 +58,8 @@ def build_block(component, name: str, *, waves: bool = False, toplevel: str | No
     build_args = ["-Wno-fatal", "-O3", "--x-assign", "fast", "--x-initial", "fast"]
     if waves:
         build_args += ["--trace-fst", "--trace-structs"]
-    runner.build(sources=[vfile], hdl_toplevel=toplevel, build_dir=build_dir, always=False,
+    sources = [vfile] + ([MODELS / "ecp5_cells.v"] if cell_models else [])
+    runner.build(sources=sources, hdl_toplevel=toplevel, build_dir=build_dir, always=False,
                  build_args=build_args, waves=waves, log_file=build_dir / "build.log")
     return SimBuild(name, toplevel, build_dir, vfile, time.monotonic() - t0)
 
@@ -79,7 +88,7 @@ def run_testbench(build: SimBuild, module: str, testcase: str | list[str] | None
 
     toolchain.apply_tool_env()
     runner = get_runner("verilator")
-    tag = testcase if isinstance(testcase, str) else "all" if testcase is None else "-".join(testcase)
+    tag = testcase if isinstance(testcase, str) else "all" if testcase is None else f"{len(testcase)}cases"
     test_dir = build.build_dir / f"run_{tag}"
     test_dir.mkdir(exist_ok=True)
     log = test_dir / "sim.log"

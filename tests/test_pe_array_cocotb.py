@@ -11,17 +11,20 @@ pytestmark = pytest.mark.verilator
 PARAMS = [(1, 16, 100), (3, 24, 130), (8, 64, 384)]
 
 
-def _build(p, s, max_k):
-    return build_block(PEArray(p=p, s=s, max_k=max_k), f"pe_array__P{p}_S{s}_K{max_k}", toplevel="pe_array")
+def _build(p, s, max_k, impl="behavioral"):
+    return build_block(PEArray(p=p, s=s, max_k=max_k, impl=impl), f"pe_array__P{p}_S{s}_K{max_k}_{impl}",
+                       toplevel="pe_array", cell_models=impl == "ecp5")
 
 
-@pytest.mark.parametrize("p,s,max_k", PARAMS)
-def test_pe_array_verilator(p, s, max_k):
-    build = _build(p, s, max_k)
+@pytest.mark.parametrize("p,s,max_k,impl", [(*x, "behavioral") for x in PARAMS] + [(4, 40, 200, "ecp5")])
+def test_pe_array_verilator(p, s, max_k, impl):
+    """impl="ecp5" is the synthesised netlist: counters as LUT4 primitives with computed INITs."""
+    build = _build(p, s, max_k, impl)
     ks = sorted({1, s - 1, s, s + 1, 64, 65, max_k} - {0})
     cfg = dict(p=p, s=s, max_k=max_k, jobs=24, ks=ks, seed=p * 7 + s, idle=0.3, stall=0.4)
-    results = run_testbench(build, "bebert.sim.tb_pe_array", None, cfg)
-    assert [name for name, ok, _ in results if ok] == ["random_with_backpressure", "edge_patterns", "throughput"]
+    cases = ["random_with_backpressure", "edge_patterns", "throughput"]
+    results = run_testbench(build, "bebert.sim.tb_pe_array", cases, cfg)
+    assert [name for name, ok, _ in results if ok] == cases
 
 
 def test_checker_catches_a_wrong_result():
