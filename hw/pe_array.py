@@ -13,7 +13,8 @@ from amaranth.utils import bits_for
 
 from ..golden import pe_array as _golden
 from ._params import check_positive
-from .popcount import IMPLS, Term, pipeline_stages, popcount_pipeline
+from .cells import IMPLS, register_copies
+from .popcount import Term, pipeline_stages, popcount_pipeline
 
 __all__ = ["Mode", "PEArrayInput", "PEArray"]
 
@@ -94,6 +95,9 @@ class PEArray(wiring.Component):
         ``"behavioral"`` (default; simulation and any FPGA) or ``"ecp5"``
         (the popcount counters as ECP5 ``LUT4`` primitives, for synthesis).
 
+    The activation register is replicated per channel, so each copy drives one
+    channel's cells only (the broadcast is what limits Fmax in a wide array).
+
     Attributes
     ----------
     i_stream : In(stream.Signature(PEArrayInput(p, s)))
@@ -154,12 +158,14 @@ class PEArray(wiring.Component):
             m.d.sync += outstanding.eq(outstanding - 1)
 
         # Input register (free running): operands and the fold's control.
-        a0 = Signal(s)
+        # One copy of the activation register per channel (and one for popcount(a)):
+        # a single copy fanned out to every channel was the critical path (long
+        # routes across the array).
+        a0 = register_copies(m, ins.payload.a, p + 1, self._impl, "a0")
         w0 = [Signal(s, name=f"w0_{i}") for i in range(p)]
         ctl_layout = data.StructLayout({"valid": 1, "last": 1, "and_mode": 1, "n": unsigned(bits_for(s))})
         ctl = Signal(ctl_layout)
         m.d.sync += [
-            a0.eq(ins.payload.a),
             ctl.valid.eq(accept),
             ctl.last.eq(ins.payload.last),
             ctl.and_mode.eq(ins.payload.mode == Mode.AND),
@@ -171,10 +177,10 @@ class PEArray(wiring.Component):
         # Per-channel XNOR popcounts and the shared popcount(a), same depth.
         sums = []
         for ch in range(p):
-            terms = [Term((a0[i], w0[ch][i]), _xnor) for i in range(s)]
+            terms = [Term((a0[ch][i], w0[ch][i]), _xnor) for i in range(s)]
             total, stages = popcount_pipeline(m, terms, lps, f"ch{ch}", self._impl)
             sums.append(total)
-        pop_a, stages_a = popcount_pipeline(m, [a0[i] for i in range(s)], lps, "pop_a", self._impl)
+        pop_a, stages_a = popcount_pipeline(m, [a0[p][i] for i in range(s)], lps, "pop_a", self._impl)
         assert stages == stages_a == pipeline_stages(s, lps)
         for stage in range(stages):
             nxt = Signal(ctl_layout, name=f"ctl_{stage}")

@@ -27,11 +27,12 @@ import itertools
 from dataclasses import dataclass
 from typing import Callable
 
-from amaranth.hdl import Cat, Const, Instance, Signal
+from amaranth.hdl import Cat, Signal
 
-__all__ = ["Term", "lut_cell", "group_counter", "popcount_pipeline", "pipeline_stages", "IMPLS", "GROUP"]
+from .cells import IMPLS, lut_cell
 
-IMPLS = ("behavioral", "ecp5")
+__all__ = ["Term", "group_counter", "popcount_pipeline", "pipeline_stages", "GROUP"]
+
 #: Products per group counter: 15 reduce exactly to a 4-bit count with full adders.
 GROUP = 15
 
@@ -46,25 +47,6 @@ class Term:
 
 def _identity(x):
     return x
-
-
-def lut_cell(m, inputs, fn, impl: str, name: str) -> Signal:
-    """One 4-input LUT computing ``fn(*inputs) & 1``; returns its output signal."""
-    if len(inputs) > 4:
-        raise ValueError(f"a LUT4 cell takes at most 4 inputs, not {len(inputs)}")
-    out = Signal(name=name)
-    if impl == "behavioral":
-        m.d.comb += out.eq(fn(*inputs))
-    elif impl == "ecp5":
-        k = len(inputs)
-        # INIT bit i is the output for inputs (A, B, C, D) = bits of i; unused inputs tie to 0.
-        init = sum((fn(*((i >> j) & 1 for j in range(k))) & 1) << i for i in range(16) if i >> k == 0)
-        ports = dict(zip("ABCD", list(inputs) + [Const(0, 1)] * (4 - k)))
-        m.submodules[name] = Instance("LUT4", p_INIT=Const(init, 16),
-                                      **{f"i_{p}": v for p, v in ports.items()}, o_Z=out)
-    else:
-        raise ValueError(f"impl must be one of {IMPLS}, not {impl!r}")
-    return out
 
 
 def _xor3(x, y, z):

@@ -7,7 +7,8 @@ import pytest
 from amaranth.hdl import Fragment, Instance, Module, Signal
 from amaranth.sim import Simulator
 
-from bebert.hw.popcount import GROUP, Term, group_counter, lut_cell
+from bebert.hw.cells import lut_cell
+from bebert.hw.popcount import GROUP, Term, group_counter
 
 
 def _instances(m):

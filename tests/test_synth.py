@@ -32,7 +32,7 @@ def test_unknown_device():
 @pytest.mark.synth
 def test_small_array_synthesises_within_baseline(tmp_path):
     """A 4x64 array through yosys and nextpnr; figures within 15% of the stored baseline."""
-    row = synth_pe_array(4, 64, 384, workdir=tmp_path)
+    row = synth_pe_array(4, 64, 384, workdir=tmp_path)  # baseline: bebert synth pe-array --p 4 --s 64 --max-k 384
     for key in ("P", "S", "lut4", "ff", "fmax_mhz", "lut4_per_bit"):
         assert key in row
     assert row["lut4"] > 4 * 64 and row["ff"] > 4 * 64 + 64
