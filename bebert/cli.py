@@ -7,6 +7,8 @@ its own ``--help``.
 from __future__ import annotations
 
 import argparse
+import importlib
+import importlib.util
 import sys
 
 from . import __version__
@@ -17,7 +19,8 @@ BEBERT: binary ensemble BERT from PyTorch training to an FPGA accelerator.
   bebert doctor            check every tool the flow uses (versions, origins, what is missing)
   bebert demo              PE array in Verilator: binary matrix x vectors, checked against golden
   bebert synth pe-array    yosys + nextpnr for ECP5: LUT4, FF, Fmax of the PE array
-  bebert train / eval      train and evaluate BEBERT models (when the model package provides them)
+  bebert train / eval      train and evaluate teachers, binary students and BEBERT ensembles
+  bebert export / inspect  integer deployment file from a checkpoint, and its summary
 """
 
 
@@ -33,13 +36,14 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_parser(sub)
     from .fpga import cli as fpga_cli
     fpga_cli.add_parser(sub)
-    try:
-        from .model import cli as model_cli
-    except ImportError:
-        model_cli = None
-    if model_cli is not None and hasattr(model_cli, "add_train_parser"):
-        model_cli.add_train_parser(sub)
-        model_cli.add_eval_parser(sub)
+    # Subcommands of packages that provide them (import errors inside them are real errors).
+    for module, adders in (("bebert.model.cli", ("add_train_parser", "add_eval_parser")),
+                           ("bebert.golden.cli", ("add_export_parser", "add_inspect_parser"))):
+        if importlib.util.find_spec(module) is None:
+            continue
+        mod = importlib.import_module(module)
+        for adder in adders:
+            getattr(mod, adder)(sub)
     return parser
 
 
