@@ -41,7 +41,8 @@ from torch import nn
 
 from .binarize import attention_bits_ste, binarize_weight, sign_ste
 from .config import ModelConfig
-from .fixedpoint import FixedPointConfig, fake_quant
+from .fixedpoint import FixedPointConfig, fake_quant, quantize
+from .intops import codes_of, int_layernorm, ln_eps_code, replace_forward, tanh_table
 from .quant import LSQQuantizer, ternarize_weight
 
 __all__ = [
@@ -136,18 +137,30 @@ class QuantLinear(nn.Module):
         fp = self.cfg.fixed_point
         xq = self.quantize_input(x, surrogate)
         weights = [self.weight, self.weight_2] if self.cfg.tws else [self.weight]
+        # float64 keeps alpha * popcount + bias exact whatever the magnitudes (the integer
+        # contract of docs/arithmetic.md); float32 is exact only while it fits 24 bits
+        exact = fp.enabled and self.cfg.backbone == "w1a1"
         y = None
         for w in weights:
             codes, alpha = _weight_quant(w, self.cfg)
+            dot = F.linear(xq, codes)
+            if exact:
+                dot, alpha = dot.double(), alpha.double()
             alpha = fake_quant(alpha, fp.weight_scale, fp)
-            term = F.linear(xq, codes) * alpha.view(-1)
+            term = dot * alpha.view(-1)
             y = term if y is None else y + term
-        y = y + fake_quant(self.bias, fp.bias, fp)
-        return fake_quant(y, fp.residual, fp)
+        b = self.bias.double() if exact else self.bias
+        y = y + fake_quant(b, fp.bias, fp)
+        return fake_quant(y, fp.residual, fp).to(x.dtype)
 
 
 class FQLayerNorm(nn.LayerNorm):
-    """LayerNorm with fixed-point gain, shift and output (``fq_ln(LN(x))``)."""
+    """LayerNorm with fixed-point gain, shift and output (``fq_ln(LN(x))``).
+
+    With fixed point enabled the forward value is the integer LayerNorm of the contract
+    (:func:`bebert.model.intops.int_layernorm`, ``docs/arithmetic.md``) applied to the input's
+    ``residual``-format codes; the gradient is that of the floating-point LayerNorm.
+    """
 
     def __init__(self, hidden: int, eps: float, fp: FixedPointConfig) -> None:
         super().__init__(hidden, eps=eps)
@@ -157,7 +170,18 @@ class FQLayerNorm(nn.LayerNorm):
         fp = self.fp
         w = fake_quant(self.weight, fp.ln_weight, fp)
         b = fake_quant(self.bias, fp.ln_bias, fp)
-        return fake_quant(F.layer_norm(x, self.normalized_shape, w, b, self.eps), fp.layernorm, fp)
+        y = fake_quant(F.layer_norm(x, self.normalized_shape, w, b, self.eps), fp.layernorm, fp)
+        if not fp.enabled:
+            return y
+        with torch.no_grad():
+            exact = int_layernorm(
+                codes_of(x, fp.residual.frac),
+                quantize(self.weight.detach().double(), fp.ln_weight, fp.rounding).to(torch.int64),
+                quantize(self.bias.detach().double(), fp.ln_bias, fp.rounding).to(torch.int64),
+                fp.residual.frac, fp.ln_weight.frac, fp.ln_bias.frac, fp.layernorm,
+                ln_eps_code(self.eps, x.shape[-1], fp.residual.frac),
+            ).to(torch.float64) * fp.layernorm.lsb
+        return replace_forward(y, exact)
 
 
 class BinaryWordEmbedding(nn.Module):
@@ -341,7 +365,15 @@ class Pooler(nn.Module):
 
     def forward(self, x):  # noqa: D102
         fp = self.cfg.fixed_point
-        return fake_quant(torch.tanh(self.dense(x[:, 0])), fp.pooler, fp)
+        y = self.dense(x[:, 0])
+        p = fake_quant(torch.tanh(y), fp.pooler, fp)
+        if not fp.enabled:
+            return p
+        # the contract's tanh is a table over the residual codes (docs/arithmetic.md)
+        c0, table = tanh_table(fp.residual, fp.pooler)
+        t = torch.tensor(table, device=y.device)
+        idx = (codes_of(y, fp.residual.frac) - c0).clamp(0, t.numel() - 1)
+        return replace_forward(p, t[idx].to(torch.float64) * fp.pooler.lsb)
 
 
 class BertBody(nn.Module):
@@ -365,6 +397,12 @@ class FQLinear(nn.Linear):
 
     def forward(self, x):  # noqa: D102
         fp = self.fp
+        if fp.enabled:
+            # float64 holds the fixed-point products and their sum exactly (float32 does not)
+            dtype = x.dtype
+            x, w, b = x.double(), self.weight.double(), self.bias.double()
+            w, b = fake_quant(w, fp.classifier_weight, fp), fake_quant(b, fp.logits, fp)
+            return fake_quant(F.linear(x, w, b), fp.logits, fp).to(dtype)
         w = fake_quant(self.weight, fp.classifier_weight, fp)
         b = fake_quant(self.bias, fp.logits, fp)
         return fake_quant(F.linear(x, w, b), fp.logits, fp)
@@ -485,12 +523,16 @@ class Ensemble(nn.Module):
     def forward(self, input_ids, attention_mask=None, token_type_ids=None) -> StudentOutput:
         """Combined logits of the members."""
         total = None
+        dtype = None
         for m, w in zip(self.members, self.weights):
             logits = m(input_ids, attention_mask, token_type_ids).logits
-            if self.fp is not None:
-                w = fake_quant(w, self.fp.ensemble_weight, self.fp)
+            dtype = logits.dtype
+            if self.fp is not None and self.fp.enabled:
+                # float64: products of two 16-bit codes and their sum are exact
+                w = fake_quant(w.double(), self.fp.ensemble_weight, self.fp)
+                logits = logits.double()
             term = w * logits
             total = term if total is None else total + term
         if self.fp is not None:
             total = fake_quant(total, self.fp.logits, self.fp)
-        return StudentOutput(total)
+        return StudentOutput(total.to(dtype))

@@ -1,0 +1,189 @@
+"""Export: a trained student / ensemble checkpoint to the integer deployment file.
+
+``bebert export CHECKPOINT -o MODEL.safetensors`` (see :mod:`bebert.golden.cli`). The weights are
+binarized and the fixed-point parameters quantized by the *model's own* functions
+(``_weight_quant``, :func:`bebert.model.fixedpoint.quantize`), so the integers are the ones the
+fake-quant forward pass uses; the sign-only layers are then folded into integer thresholds
+(:mod:`bebert.golden.fold`) from those integers, never from floats.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .fold import fold_sign_threshold
+from .format import IntModelError, save_int_model
+from .intops import pack_rows
+
+__all__ = ["export_members", "export_checkpoint"]
+
+
+def _i32(t) -> np.ndarray:
+    a = t.detach().cpu().numpy() if hasattr(t, "detach") else np.asarray(t)
+    if a.size and (a.min() < -(2**31) or a.max() >= 2**31):
+        raise IntModelError("a code does not fit the int32 storage")
+    return np.ascontiguousarray(a.astype(np.int64).astype(np.int32))
+
+
+def _binary_layer(lin, cfg, fp, threshold: bool) -> dict[str, np.ndarray]:
+    import torch
+
+    from bebert.model.fixedpoint import quantize
+    from bebert.model.student import _weight_quant
+
+    with torch.no_grad():
+        codes, alpha = _weight_quant(lin.weight, cfg)
+        bits = pack_rows((codes > 0).cpu().numpy())
+        scale = quantize(alpha.double().view(-1), fp.weight_scale, fp.rounding).to(torch.int64)
+        bias = quantize(lin.bias.double(), fp.bias, fp.rounding).to(torch.int64)
+    out = {"bits": bits, "scale": _i32(scale), "bias": _i32(bias)}
+    if threshold:
+        thr, pol = fold_sign_threshold(scale.numpy(), fp.weight_scale.frac, bias.numpy(), fp.bias.frac,
+                                       lin.in_features)
+        out["thr"] = _i32(thr)
+        out["pol"] = pol.astype(np.uint8)
+    return out
+
+
+def _layernorm(ln, fp) -> dict[str, np.ndarray]:
+    import torch
+
+    from bebert.model.fixedpoint import quantize
+
+    with torch.no_grad():
+        return {"gamma": _i32(quantize(ln.weight.double(), fp.ln_weight, fp.rounding)),
+                "beta": _i32(quantize(ln.bias.double(), fp.ln_bias, fp.rounding))}
+
+
+def _member_tensors(model) -> dict[str, np.ndarray]:
+    import torch
+
+    from bebert.model.fixedpoint import quantize
+    from bebert.model.student import _weight_quant
+
+    cfg = model.config
+    fp = cfg.fixed_point
+    bert = model.bert
+    out: dict[str, np.ndarray] = {}
+    emb = bert.embeddings
+    with torch.no_grad():
+        table = emb.word_embeddings.weight
+        if cfg.embedding_scale == "row":
+            codes, alpha = _weight_quant(table, cfg)
+            alpha = alpha.view(-1)
+        else:
+            codes, alpha = _weight_quant(table.reshape(1, -1), cfg)
+            codes = codes.view_as(table)
+            alpha = alpha.view(1).expand(table.shape[0])
+        out["emb.word.bits"] = pack_rows((codes > 0).cpu().numpy())
+        out["emb.word.scale"] = _i32(quantize(alpha.double(), fp.weight_scale, fp.rounding))
+        out["emb.position"] = _i32(quantize(emb.position_embeddings.weight.double(), fp.embedding, fp.rounding))
+        out["emb.token_type"] = _i32(quantize(emb.token_type_embeddings.weight.double(), fp.embedding, fp.rounding))
+    for k, v in _layernorm(emb.LayerNorm, fp).items():
+        out[f"emb.ln.{k}"] = v
+    for li, layer in enumerate(bert.encoder.layer):
+        att = layer.attention
+        parts = {
+            "query": (att.self.query, True), "key": (att.self.key, True), "value": (att.self.value, True),
+            "attn_out": (att.output.dense, False), "ffn_in": (layer.intermediate.dense, True),
+            "ffn_out": (layer.output.dense, False),
+        }
+        for name, (lin, thr) in parts.items():
+            for k, v in _binary_layer(lin, cfg, fp, thr).items():
+                out[f"layer.{li}.{name}.{k}"] = v
+        for name, ln in (("attn_ln", att.output.LayerNorm), ("ffn_ln", layer.output.LayerNorm)):
+            for k, v in _layernorm(ln, fp).items():
+                out[f"layer.{li}.{name}.{k}"] = v
+    for k, v in _binary_layer(bert.pooler.dense, cfg, fp, False).items():
+        out[f"pooler.{k}"] = v
+    with torch.no_grad():
+        out["classifier.weight"] = _i32(quantize(model.classifier.weight.double(), fp.classifier_weight, fp.rounding))
+        out["classifier.bias"] = _i32(quantize(model.classifier.bias.double(), fp.logits, fp.rounding))
+    return out
+
+
+def export_members(members: list, weights: list[float], meta: dict[str, Any] | None = None):
+    """Integer tensors and metadata of an ensemble (in memory).
+
+    Parameters
+    ----------
+    members : list of BinaryBertForSequenceClassification
+        Members sharing one config (fixed point enabled, floor rounding, ``w1a1``).
+    weights : list of float
+        Their combination weights (normalized and quantized exactly as
+        :class:`bebert.model.student.Ensemble` does).
+    meta : dict, optional
+        Checkpoint metadata to carry (``task``, ``max_len``, ``lowercase``, ``source``).
+
+    Returns
+    -------
+    tensors : dict of str to numpy.ndarray
+    meta : dict
+
+    Raises
+    ------
+    IntModelError
+        If the configuration cannot be exported.
+    """
+    import torch
+
+    from bebert.model.fixedpoint import quantize
+    from bebert.model.intops import ln_eps_code, ln_params, tanh_table
+    from bebert.model.student import Ensemble
+
+    if not members:
+        raise IntModelError("nothing to export: no members")
+    cfg = members[0].config
+    for m in members[1:]:
+        if m.config.to_dict() != cfg.to_dict():
+            raise IntModelError("ensemble members have different configs")
+    fp = cfg.fixed_point
+    if cfg.backbone != "w1a1":
+        raise IntModelError(f"export implements the w1a1 backbone only, not {cfg.backbone!r}")
+    if not fp.enabled:
+        raise IntModelError("the checkpoint was trained without fixed point; its formats do not define an integer model")
+    if fp.rounding != "floor":
+        raise IntModelError(f"export implements floor rounding only, not {fp.rounding!r}")
+    tensors: dict[str, np.ndarray] = {}
+    for i, model in enumerate(members):
+        for k, v in _member_tensors(model).items():
+            tensors[f"member.{i}.{k}"] = v
+    ens = Ensemble(members, weights, fp)
+    with torch.no_grad():
+        tensors["ensemble.weight"] = _i32(quantize(ens.weights.double(), fp.ensemble_weight, fp.rounding))
+    c0, table = tanh_table(fp.residual, fp.pooler)
+    tensors["tanh.table"] = _i32(table)
+    info = dict(meta or {})
+    out_meta = {
+        "config": cfg.to_dict(),
+        "ln": ln_params(),
+        "ln_eps_code": ln_eps_code(cfg.layer_norm_eps, cfg.hidden_size, fp.residual.frac),
+        "tanh_c0": int(c0),
+        "members": len(members),
+        "ensemble_weights_float": [float(w) for w in weights],
+    }
+    for key in ("task", "max_len", "lowercase", "source"):
+        if key in info:
+            out_meta[key] = info[key]
+    return tensors, out_meta
+
+
+def export_checkpoint(checkpoint: str | os.PathLike, output: str | os.PathLike) -> dict[str, Any]:
+    """Export a student / ensemble checkpoint folder to ``output`` (written atomically).
+
+    Returns the integer model's summary.
+    """
+    from bebert.model.checkpoint import load_student
+
+    from .format import load_int_model
+
+    members, weights, meta = load_student(checkpoint, "cpu")
+    meta = dict(meta)
+    meta["source"] = str(Path(checkpoint))
+    tensors, out_meta = export_members(members, weights, meta)
+    save_int_model(output, tensors, out_meta)
+    return load_int_model(output).summary()
