@@ -21,14 +21,10 @@ import shlex
 import sys
 from pathlib import Path
 
-from amaranth.hdl import Cat, Module, Signal
-from amaranth.lib import wiring
-from amaranth.lib.wiring import In, Out
-
 from ..atomic import write_json_atomic, write_text_atomic
-from .synth import DEVICES, synth_ecp5
+from .synth import DEVICES, RegisteredWrapper, synth_ecp5
 
-__all__ = ["StreamsWrapper", "DEFAULTS", "SMALL", "synth_threshold", "synth_attention", "synth_block", "markdown",
+__all__ = ["DEFAULTS", "SMALL", "synth_threshold", "synth_attention", "synth_block", "markdown",
            "main"]
 
 GOAL_MHZ = 125.0
@@ -47,57 +43,6 @@ SMALL = {
 }
 
 
-class StreamsWrapper(wiring.Component):
-    """Registered wrapper for a block with several input streams and one ``o_stream``.
-
-    One shift register, as wide as the widest input payload, is loaded from
-    ``din`` (``pins`` bits a cycle) and drives the payload of every input stream
-    in ``inputs``; each input stream has its own registered valid pin and ready
-    output. The output payload is captured on each transfer and shifted out on
-    ``dout``.
-    """
-
-    def __init__(self, block: wiring.Component, inputs: tuple[str, ...] = ("i_stream",), pins: int = 8):
-        self._block = block
-        self._inputs = tuple(inputs)
-        self._pins = pins
-        super().__init__({
-            "din": In(pins),
-            "in_valid": In(len(inputs)),
-            "in_ready": Out(len(inputs)),
-            "out_ready": In(1),
-            "out_valid": Out(1),
-            "dout": Out(pins),
-        })
-
-    def elaborate(self, platform):
-        m = Module()
-        m.submodules.block = block = self._block
-        pins = self._pins
-        streams = [getattr(block, name) for name in self._inputs]
-        w_in = max(len(s.payload.as_value()) for s in streams)
-        load = Signal(-(-w_in // pins) * pins)
-        m.d.sync += load.eq(Cat(load[pins:], self.din))
-        valid_r = Signal(len(streams))
-        out_ready_r = Signal()
-        m.d.sync += [valid_r.eq(self.in_valid), out_ready_r.eq(self.out_ready)]
-        for i, s in enumerate(streams):
-            bits = s.payload.as_value()
-            m.d.comb += [bits.eq(load[:len(bits)]), s.valid.eq(valid_r[i])]
-            m.d.sync += self.in_ready[i].eq(s.ready)
-        m.d.comb += block.o_stream.ready.eq(out_ready_r)
-        m.d.sync += self.out_valid.eq(block.o_stream.valid)
-
-        out_bits = block.o_stream.payload.as_value()
-        unload = Signal(-(-len(out_bits) // pins) * pins)
-        with m.If(block.o_stream.valid & block.o_stream.ready):
-            m.d.sync += unload.eq(out_bits)
-        with m.Else():
-            m.d.sync += unload.eq(unload >> pins)
-        m.d.comb += self.dout.eq(unload[:pins])
-        return m
-
-
 def _row(res, params: dict, extra: dict | None = None) -> dict:
     row = {"lut4": res.lut4, "ff": res.ff, "ebr": res.ebr, "fmax_mhz": res.fmax_mhz, "params": params}
     row.update(extra or {})
@@ -113,7 +58,7 @@ def synth_threshold(p: int = 16, width: int = 12, max_channels: int = 1536, word
     from ..hw.threshold import ThresholdUnit
 
     block = ThresholdUnit(p=p, width=width, max_channels=max_channels, word_bits=word_bits)
-    res = synth_ecp5(StreamsWrapper(block, ("t_stream", "i_stream")), device=device, target_mhz=target_mhz,
+    res = synth_ecp5(RegisteredWrapper(block, inputs=("t_stream", "i_stream")), device=device, target_mhz=target_mhz,
                      workdir=workdir, seed=seed, name="threshold_top")
     params = {"p": p, "width": width, "max_channels": max_channels, "word_bits": word_bits}
     return _row(res, params, {"channels_per_cycle": p})
@@ -130,7 +75,7 @@ def synth_attention(d: int = 32, max_len: int = 128, kb: int = 16, impl: str = "
     from ..hw.attention import BiAttention
 
     block = BiAttention(d=d, max_len=max_len, kb=kb, impl=impl, kv_ram=kv_ram)
-    res = synth_ecp5(StreamsWrapper(block), device=device, target_mhz=target_mhz, workdir=workdir, seed=seed,
+    res = synth_ecp5(RegisteredWrapper(block), device=device, target_mhz=target_mhz, workdir=workdir, seed=seed,
                      name="attention_top")
     params = {"d": d, "max_len": max_len, "kb": kb, "impl": impl}
     if kv_ram:
@@ -205,7 +150,7 @@ def markdown(rows: dict) -> str:
     """The ``docs/hw-blocks.md`` page for the report rows."""
     lines = ["# Compute blocks: ECP5 synthesis", "",
              "Out-of-context yosys (`synth_ecp5 -abc9`) + nextpnr-ecp5 runs of each block in a registered wrapper "
-             "(`bebert.fpga.blocks.StreamsWrapper`: shift-register loader and unloader, registered handshakes; "
+             "(`bebert.fpga.synth.RegisteredWrapper`: shift-register loader and unloader, registered handshakes; "
              "its cost is included). LUT4 counts nextpnr's TRELLIS_COMB cells (LUT4s plus carry and LUTRAM halves). "
              f"Goal: >= {GOAL_MHZ:g} MHz post-route at the default parameters.", "",
              "| block | parameters | LUT4 | FF | EBR | Fmax (MHz) | goal |",
@@ -230,10 +175,11 @@ def markdown(rows: dict) -> str:
     return "\n".join(lines)
 
 
-def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m bebert.fpga.blocks",
-                                 description="Synthesise the threshold and Bi-Attention units for ECP5 and write "
-                                             "the JSON and Markdown reports.")
+DESCRIPTION = ("Synthesise the threshold and Bi-Attention units for ECP5 in registered wrappers and write "
+               "the JSON and Markdown reports.")
+
+
+def add_arguments(ap) -> None:
     ap.add_argument("blocks", nargs="*", default=list(SYNTH), help="blocks to synthesise (default: all)")
     ap.add_argument("--device", choices=sorted(DEVICES), default="LFE5U-85F")
     ap.add_argument("--freq", type=float, default=GOAL_MHZ, help="clock constraint in MHz")
@@ -243,23 +189,33 @@ def main(argv=None) -> int:
                     help="the small test configurations (default output tests/baselines/hw_blocks_small.json, no page)")
     ap.add_argument("--json", type=Path, help="report (default docs/results/hw_blocks.json)")
     ap.add_argument("--md", type=Path, help="page (default docs/hw-blocks.md; none with --small)")
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m bebert.fpga.blocks", description=DESCRIPTION)
+    add_arguments(ap)
     args = ap.parse_args(argv)
+    command = "python -m bebert.fpga.blocks " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:]))
+    return run(args, command.strip())
+
+
+def run(args, command: str) -> int:
+    """Synthesise ``args.blocks`` and merge their rows into the reports; ``command`` is recorded in them."""
     for block in args.blocks:
         if block not in SYNTH:
-            ap.error(f"unknown block {block!r}; choose from {', '.join(SYNTH)}")
+            raise ValueError(f"unknown block {block!r}; choose from {', '.join(SYNTH)}")
     if args.json is None:
         args.json = Path("tests/baselines/hw_blocks_small.json" if args.small else "docs/results/hw_blocks.json")
     if args.md is None and not args.small:
         args.md = Path("docs/hw-blocks.md")
     configs = SMALL if args.small else DEFAULTS
     rows = json.loads(args.json.read_text()) if args.json.exists() else {}
-    command = "python -m bebert.fpga.blocks " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:]))
     for block in args.blocks:
         print(f"synthesising {block} ({_fmt_params(configs[block])}) for {args.device} at {args.freq:g} MHz ...",
               flush=True)
         row = synth_block(block, configs[block], device=args.device, target_mhz=args.freq, seed=args.seed,
                           workdir=args.workdir / block if args.workdir else None)
-        row["command"] = command.strip()
+        row["command"] = command
         print(f"  LUT4 {row['lut4']}  FF {row['ff']}  EBR {row['ebr']}  Fmax {row['fmax_mhz']} MHz", flush=True)
         rows[block] = row
         write_json_atomic(args.json, rows)

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from ..atomic import write_json_atomic, write_text_atomic
+from . import blocks as blocks_mod
 from .synth import DEVICES, synth_pe_array
 
 GOAL_MHZ = 125.0
@@ -66,4 +67,8 @@ def add_parser(sub) -> None:
     q.add_argument("--workdir", type=Path, help="keep the tool files here (default: a temp folder)")
     q.add_argument("-o", "--output", help="write the report to this JSON file (and a .md beside it)")
     q.set_defaults(func=run_pe_array)
+    b = blocks.add_parser("blocks", help="the threshold/sign and Bi-Attention units",
+                          description=blocks_mod.DESCRIPTION)
+    blocks_mod.add_arguments(b)
+    b.set_defaults(func=lambda args: blocks_mod.run(args, "bebert " + " ".join(shlex.quote(a) for a in sys.argv[1:])))
 

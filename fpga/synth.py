@@ -36,20 +36,23 @@ DEVICES = {
 
 
 class RegisteredWrapper(wiring.Component):
-    """Shift-register loader and unloader around a block with ``i_stream``/``o_stream``.
+    """Shift-register loader and unloader around a block with input streams and ``o_stream``.
 
-    Pins: ``din`` (``pins`` bits shifted into the input payload every cycle),
-    ``in_valid``/``in_ready``, ``out_ready``/``out_valid``, ``dout`` (low bits
-    of the output shift register, which loads on every output transfer).
+    One shift register, as wide as the widest input payload, is loaded from
+    ``din`` (``pins`` bits every cycle) and drives the payload of every stream in
+    ``inputs``; each input stream has its own registered valid pin and ready
+    output. The output payload is captured on each transfer and shifted out on
+    ``dout``. Every block port is thus driven and observed by a flip-flop.
     """
 
-    def __init__(self, block: wiring.Component, pins: int = 8):
+    def __init__(self, block: wiring.Component, inputs: tuple[str, ...] = ("i_stream",), pins: int = 8):
         self._block = block
+        self._inputs = tuple(inputs)
         self._pins = pins
         super().__init__({
             "din": In(pins),
-            "in_valid": In(1),
-            "in_ready": Out(1),
+            "in_valid": In(len(self._inputs)),
+            "in_ready": Out(len(self._inputs)),
             "out_ready": In(1),
             "out_valid": Out(1),
             "dout": Out(pins),
@@ -59,24 +62,22 @@ class RegisteredWrapper(wiring.Component):
         m = Module()
         m.submodules.block = block = self._block
         pins = self._pins
-        in_bits = block.i_stream.payload.as_value()
-        out_bits = block.o_stream.payload.as_value()
-        w_in = -(-len(in_bits) // pins) * pins
-        w_out = -(-len(out_bits) // pins) * pins
-
-        load = Signal(w_in)
+        streams = [getattr(block, name) for name in self._inputs]
+        w_in = max(len(s.payload.as_value()) for s in streams)
+        load = Signal(-(-w_in // pins) * pins)
         m.d.sync += load.eq(Cat(load[pins:], self.din))
-        valid_r = Signal()
+        valid_r = Signal(len(streams))
         out_ready_r = Signal()
         m.d.sync += [valid_r.eq(self.in_valid), out_ready_r.eq(self.out_ready)]
-        m.d.comb += [
-            in_bits.eq(load[:len(in_bits)]),
-            block.i_stream.valid.eq(valid_r),
-            block.o_stream.ready.eq(out_ready_r),
-        ]
-        m.d.sync += [self.in_ready.eq(block.i_stream.ready), self.out_valid.eq(block.o_stream.valid)]
+        for i, s in enumerate(streams):
+            bits = s.payload.as_value()
+            m.d.comb += [bits.eq(load[:len(bits)]), s.valid.eq(valid_r[i])]
+            m.d.sync += self.in_ready[i].eq(s.ready)
+        m.d.comb += block.o_stream.ready.eq(out_ready_r)
+        m.d.sync += self.out_valid.eq(block.o_stream.valid)
 
-        unload = Signal(w_out)
+        out_bits = block.o_stream.payload.as_value()
+        unload = Signal(-(-len(out_bits) // pins) * pins)
         with m.If(block.o_stream.valid & block.o_stream.ready):
             m.d.sync += unload.eq(out_bits)
         with m.Else():

@@ -29,6 +29,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from .threshold import score_threshold  # one rule for the attention bit (section 8)
+
 __all__ = ["fold_sign_threshold", "score_threshold", "ceil_div", "floor_div"]
 
 
@@ -72,6 +74,3 @@ def fold_sign_threshold(scale, fs: int, bias, fb: int, k: int) -> tuple[np.ndarr
     return np.clip(thr, 0, k + 1).astype(np.int64), pol
 
 
-def score_threshold(d: int) -> int:
-    """Attention bit ``(2y - d > 0)`` as ``y >= T``: ``T = floor(d / 2) + 1`` (ties give 0)."""
-    return d // 2 + 1

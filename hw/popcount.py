@@ -29,7 +29,7 @@ from typing import Callable
 
 from amaranth.hdl import Cat, Signal
 
-from .cells import IMPLS, lut_cell
+from .cells import lut_cell
 
 __all__ = ["Term", "group_counter", "popcount_pipeline", "pipeline_stages", "GROUP"]
 

@@ -10,84 +10,37 @@ expected values come from :func:`bebert.golden.pe_array.popcount_dot`.
 
 from __future__ import annotations
 
-import json
-import os
-from collections import deque
-
 import cocotb
 import numpy as np
-from cocotb.clock import Clock
-from cocotb.triggers import ClockCycles, RisingEdge, with_timeout
 
-from ..golden.pe_array import Mode
-from .cocotb_streams import StreamSink, StreamSource, never, random_gen
-from .pe_jobs import KINDS, acc_width, decode_result, encode_beats, expected, make_job
-
-PERIOD_NS = 10
+from ..golden.pe_array import Mode, pack_bits, popcount_dot
+from .cocotb_streams import random_gen
+from .pe_jobs import KINDS, Job, acc_width, decode_result, encode_beats, expected, make_job
+from .tb_common import ScoreboardTB, load_config
 
 
-def load_config() -> dict:
-    cfg = json.loads(os.environ.get("BEBERT_TB", "{}"))
-    cfg.setdefault("seed", 1)
-    cfg.setdefault("jobs", 20)
-    cfg.setdefault("idle", 0.0)
-    cfg.setdefault("stall", 0.0)
-    return cfg
+DEFAULTS = {"jobs": 20}
 
 
-class TB:
-    """Owns the clock, reset, the stream models and the in-order scoreboard."""
+class TB(ScoreboardTB):
+    """The PE array's scoreboard: expected results from the golden function, in order."""
 
-    def __init__(self, dut, cfg: dict, idle=never, backpressure=never):
-        self.dut = dut
-        self.cfg = cfg
+    def __init__(self, dut, idle=None, backpressure=None):
+        cfg = load_config(**DEFAULTS)
         self.p, self.s, self.max_k = cfg["p"], cfg["s"], cfg["max_k"]
-        self.width = acc_width(self.max_k)
-        self.expected: deque[list[int]] = deque()
-        self.mismatches: list[tuple[int, list[int], list[int]]] = []
-        self.checked = 0
-        self._submitted = 0
-        cocotb.start_soon(Clock(dut.clk, PERIOD_NS, unit="ns").start())
-        self.source = StreamSource(dut, "i_stream", dut.clk, idle)
-        self.sink = StreamSink(dut, "o_stream", dut.clk, self._check, backpressure)
+        width = acc_width(self.max_k)
+        kw = {k: v for k, v in (("idle", idle), ("backpressure", backpressure)) if v is not None}
+        super().__init__(dut, cfg, lambda word: decode_result(word, self.p, width), **kw)
 
-    def _check(self, word: int) -> None:
-        got = decode_result(word, self.p, self.width)
-        if not self.expected:
-            self.mismatches.append((self.checked, [], got))
-            return
-        want = self.expected.popleft()
-        if got != want:
-            self.mismatches.append((self.checked, want, got))
-        self.checked += 1
-
-    async def reset(self) -> None:
-        self.dut.rst.value = 1
-        await ClockCycles(self.dut.clk, 3)
-        self.dut.rst.value = 0
-        await RisingEdge(self.dut.clk)
+    def corrupt(self, value):
+        return [value[0] + 1] + value[1:]
 
     def submit(self, job) -> int:
+        """Queue a job's folds and its golden result; returns the number of beats."""
         beats = encode_beats(job, self.s)
-        want = expected(job, self.max_k)
-        # Self-check of the checker: corrupt the n-th expected result on request.
-        if self.cfg.get("corrupt_expected") == self._submitted:
-            want = [want[0] + 1] + want[1:]
-        self._submitted += 1
-        self.expected.append(want)
+        self.expect([expected(job, self.max_k)])
         self.source.send(beats)
         return len(beats)
-
-    async def drain(self, n_results: int, timeout_cycles: int) -> None:
-        async def wait():
-            while self.sink.received < n_results:
-                await RisingEdge(self.dut.clk)
-        await with_timeout(wait(), timeout_cycles * PERIOD_NS, "ns")
-
-    def assert_clean(self) -> None:
-        assert not self.mismatches, (
-            f"{len(self.mismatches)} mismatches; first (index, want, got): {self.mismatches[0]}")
-        assert not self.expected, f"{len(self.expected)} results never came out"
 
 
 def random_jobs(cfg, rng):
@@ -98,8 +51,8 @@ def random_jobs(cfg, rng):
 @cocotb.test()
 async def random_with_backpressure(dut):
     """Random jobs, random idle cycles on the input and random backpressure on the output."""
-    cfg = load_config()
-    tb = TB(dut, cfg, random_gen(cfg["idle"] or 0.3, cfg["seed"]), random_gen(cfg["stall"] or 0.3, cfg["seed"] + 1))
+    cfg = load_config(**DEFAULTS)
+    tb = TB(dut, random_gen(cfg["idle"] or 0.3, cfg["seed"]), random_gen(cfg["stall"] or 0.3, cfg["seed"] + 1))
     await tb.reset()
     rng = np.random.default_rng(cfg["seed"])
     beats = sum(tb.submit(job) for job in random_jobs(cfg, rng))
@@ -111,8 +64,8 @@ async def random_with_backpressure(dut):
 @cocotb.test()
 async def edge_patterns(dut):
     """All ones, all zeros, alternating bits, lengths around the fold and word boundaries."""
-    cfg = load_config()
-    tb = TB(dut, cfg, random_gen(0.2, cfg["seed"] + 2), random_gen(0.2, cfg["seed"] + 3))
+    cfg = load_config(**DEFAULTS)
+    tb = TB(dut, random_gen(0.2, cfg["seed"] + 2), random_gen(0.2, cfg["seed"] + 3))
     await tb.reset()
     rng = np.random.default_rng(cfg["seed"] + 4)
     s, kmax = cfg["s"], cfg["max_k"]
@@ -127,22 +80,19 @@ async def edge_patterns(dut):
 @cocotb.test()
 async def throughput(dut):
     """Back-to-back jobs with no stalls: measured cycles against the ideal (one fold per cycle)."""
-    cfg = load_config()
-    tb = TB(dut, cfg)
+    tb = TB(dut)
+    cfg = tb.cfg
     await tb.reset()
     rng = np.random.default_rng(cfg["seed"] + 5)
     jobs = random_jobs(cfg, rng)
     beats = sum(tb.submit(job) for job in jobs)
     await tb.drain(len(jobs), beats * 4 + 500)
     tb.assert_clean()
-    cycles = round((tb.sink.last_time - tb.source.first_time) / PERIOD_NS) + 1
+    cycles = tb.measured_cycles()
     report = {"p": tb.p, "s": tb.s, "jobs": len(jobs), "beats": beats, "ideal_cycles": beats,
               "cycles": cycles, "checked": tb.checked, "mismatches": len(tb.mismatches),
               "binary_macs": int(sum(j.k * j.p for j in jobs))}
-    dut._log.info("throughput: %s", report)
-    if cfg.get("report"):
-        with open(cfg["report"], "w") as f:
-            json.dump(report, f)
+    tb.write_report(report)
     # one fold per cycle after the pipeline fills
     assert cycles <= beats + 16, report
 
@@ -155,8 +105,8 @@ async def matmul(dut):
     element of Y with the golden function and records cycles against the ideal
     ``N * ceil(M/P) * ceil(K/S)`` folds.
     """
-    cfg = load_config()
-    tb = TB(dut, cfg)
+    tb = TB(dut)
+    cfg = tb.cfg
     await tb.reset()
     p, s = tb.p, tb.s
     m_rows, n_vec, k = cfg["m"], cfg["n"], cfg["k"]
@@ -170,22 +120,14 @@ async def matmul(dut):
         for t in range(tiles):
             rows = np.zeros((p, k), np.uint8)  # the last tile is padded with zero rows
             rows[: min(p, m_rows - t * p)] = w[t * p:(t + 1) * p]
-            beats += tb.submit(make_job_from(x[i], rows, mode))
+            beats += tb.submit(Job(x[i], rows, mode))
     n_jobs = n_vec * tiles
     await tb.drain(n_jobs, beats * 4 + 1000)
     tb.assert_clean()
-    cycles = round((tb.sink.last_time - tb.source.first_time) / PERIOD_NS) + 1
-    from ..golden.pe_array import pack_bits, popcount_dot
+    cycles = tb.measured_cycles()
     y = popcount_dot(pack_bits(x), pack_bits(w), k, mode)
     report = {"m": m_rows, "n": n_vec, "k": k, "p": p, "s": s, "mode": mode.name, "jobs": n_jobs,
               "beats": beats, "ideal_cycles": beats, "mac_ideal_cycles": m_rows * n_vec * k / (p * s),
               "cycles": cycles, "checked_values": tb.checked * p, "mismatches": len(tb.mismatches),
               "y_preview": y[:2, :8].tolist()}
-    if cfg.get("report"):
-        with open(cfg["report"], "w") as f:
-            json.dump(report, f)
-
-
-def make_job_from(a_bits, w_rows, mode):
-    from .pe_jobs import Job
-    return Job(a_bits, w_rows, mode)
+    tb.write_report(report)

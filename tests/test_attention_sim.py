@@ -1,14 +1,11 @@
 """Bi-Attention unit in the Amaranth simulator against the golden function, exact equality."""
 
-import random
-
 import numpy as np
 import pytest
-from amaranth.sim import Simulator
 
 from bebert.hw.attention import BiAttention
 from bebert.sim.attention_jobs import KINDS, decode_output, encode_beats, expected_rows, make_head
-from bebert.sim.streams import get_n, put_all
+from bebert.sim.streams import run_streams
 
 
 def run_heads(d, max_len, kb, heads, *, idle=0.0, stall=0.0, seed=0):
@@ -19,29 +16,10 @@ def run_heads(d, max_len, kb, heads, *, idle=0.0, stall=0.0, seed=0):
     dut = BiAttention(d=d, max_len=max_len, kb=kb)
     beats = [b for h in heads for b in encode_beats(h, max_len)]
     want = [r for h in heads for r in expected_rows(h)]
-    got, finished, clock = [], [], [0]
-
-    async def producer(ctx):
-        await put_all(ctx, dut.i_stream, beats, idle=idle, rng=random.Random(seed))
-
-    async def consumer(ctx):
-        words = await get_n(ctx, dut.o_stream, len(want), stall=stall, rng=random.Random(seed + 1))
-        got.extend(decode_output(w, d) for w in words)
-        finished.append(clock[0])
-
-    async def counter(ctx):
-        async for _ in ctx.tick():
-            clock[0] += 1
-
-    sim = Simulator(dut)
-    sim.add_clock(1e-8)
-    sim.add_testbench(producer)
-    sim.add_testbench(consumer)
-    sim.add_process(counter)
     work = sum(h.n + h.m * -(-h.n // kb) for h in heads)
-    sim.run_until(1e-8 * (work * 6 + 100 * len(heads) + 200))
-    assert finished, f"only {len(got)} of {len(want)} rows came out"
-    return got, want, finished[0], dut
+    words, cycles = run_streams(dut, [(dut.i_stream, beats)], len(want), idle=idle, stall=stall, seed=seed,
+                                max_cycles=work * 6 + 100 * len(heads) + 200)
+    return [decode_output(w, d) for w in words], want, cycles, dut
 
 
 @pytest.mark.parametrize("d,max_len,kb,ns", [
@@ -101,16 +79,7 @@ def test_queries_before_any_head_give_all_ones():
     dut = BiAttention(d=d, max_len=4, kb=2)
     lay = AttentionInput(d)
     q = (AttentionKind.Q.value << lay["kind"].offset) | (0b1010 << lay["qk"].offset) | (1 << lay["last"].offset)
-    got = []
-
-    async def tb(ctx):
-        await put_all(ctx, dut.i_stream, [q])
-        got.extend(await get_n(ctx, dut.o_stream, 1))
-
-    sim = Simulator(dut)
-    sim.add_clock(1e-8)
-    sim.add_testbench(tb)
-    sim.run_until(1e-6)
+    got, _ = run_streams(dut, [(dut.i_stream, [q])], 1, max_cycles=100)
     assert [decode_output(w, d) for w in got] == [(0b1111, 1)]
 
 

@@ -1,50 +1,21 @@
 """PE array in the Amaranth simulator against the golden function, exact equality."""
 
-import random
-
 import numpy as np
 import pytest
-from amaranth.sim import Simulator
 
 from bebert.golden.pe_array import Mode
 from bebert.hw.pe_array import PEArray
 from bebert.sim.pe_jobs import decode_result, encode_beats, expected, make_job
-from bebert.sim.streams import get_n, put_all
+from bebert.sim.streams import run_streams
 
 
 def run_jobs(p, s, max_k, jobs, *, idle=0.0, stall=0.0, seed=0):
-    """Stream all jobs through a fresh PEArray.
-
-    Returns (results, expected, cycles, dut) where cycles counts clock edges until
-    the last result was taken.
-    """
+    """Stream all jobs through a fresh PEArray; returns (results, expected, cycles, dut)."""
     dut = PEArray(p=p, s=s, max_k=max_k)
     beats = [b for job in jobs for b in encode_beats(job, s)]
-    want = [expected(job, max_k) for job in jobs]
-    got = []
-    clock = [0]
-    finished = []
-
-    async def producer(ctx):
-        await put_all(ctx, dut.i_stream, beats, idle=idle, rng=random.Random(seed))
-
-    async def consumer(ctx):
-        words = await get_n(ctx, dut.o_stream, len(jobs), stall=stall, rng=random.Random(seed + 1))
-        got.extend(decode_result(w, p, dut.acc_width) for w in words)
-        finished.append(clock[0])
-
-    async def counter(ctx):
-        async for _ in ctx.tick():
-            clock[0] += 1
-
-    sim = Simulator(dut)
-    sim.add_clock(1e-8)
-    sim.add_testbench(producer)
-    sim.add_testbench(consumer)
-    sim.add_process(counter)
-    sim.run_until(1e-8 * (len(beats) * 8 + 200 + 20 * len(jobs)))
-    assert finished, f"only {len(got)} of {len(jobs)} results came out"
-    return got, want, finished[0], dut
+    words, cycles = run_streams(dut, [(dut.i_stream, beats)], len(jobs), idle=idle, stall=stall, seed=seed,
+                                max_cycles=len(beats) * 8 + 200 + 20 * len(jobs))
+    return [decode_result(w, p, dut.acc_width) for w in words], [expected(j, max_k) for j in jobs], cycles, dut
 
 
 def random_jobs(rng, p, ks, modes=(Mode.XNOR, Mode.AND)):

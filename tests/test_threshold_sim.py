@@ -1,18 +1,15 @@
 """Threshold unit in the Amaranth simulator against the golden function, exact equality."""
 
-import random
-
 import numpy as np
 import pytest
 from amaranth.hdl import Module
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
-from amaranth.sim import Simulator
 
 from bebert.golden.threshold import threshold_words
 from bebert.hw.pe_array import PEArray
 from bebert.hw.threshold import ThresholdUnit
-from bebert.sim.streams import get_n, put_all
+from bebert.sim.streams import run_streams
 from bebert.sim.threshold_jobs import (KINDS, decode_output, encode_beats, encode_loads, expected_words,
                                        make_job)
 
@@ -26,33 +23,11 @@ def run_jobs(p, width, max_channels, jobs, *, word_bits=64, idle=0.0, stall=0.0,
     rng = np.random.default_rng(seed)
     plan = [(encode_loads(j, p, width, dut.groups), encode_beats(j, p, width, rng)) for j in jobs]
     want = [w for j in jobs for w in expected_words(j, p, word_bits)]
-    got, finished, clock = [], [], [0]
-
-    async def producer(ctx):
-        prng = random.Random(seed)
-        for loads, beats in plan:
-            # A table is loaded between vectors: after the previous job's last beat was taken.
-            await put_all(ctx, dut.t_stream, loads, idle=idle, rng=prng)
-            await put_all(ctx, dut.i_stream, beats, idle=idle, rng=prng)
-
-    async def consumer(ctx):
-        words = await get_n(ctx, dut.o_stream, len(want), stall=stall, rng=random.Random(seed + 1))
-        got.extend(decode_output(w, word_bits) for w in words)
-        finished.append(clock[0])
-
-    async def counter(ctx):
-        async for _ in ctx.tick():
-            clock[0] += 1
-
-    sim = Simulator(dut)
-    sim.add_clock(1e-8)
-    sim.add_testbench(producer)
-    sim.add_testbench(consumer)
-    sim.add_process(counter)
+    feeds = [feed for loads, beats in plan for feed in ((dut.t_stream, loads), (dut.i_stream, beats))]
     n_beats = sum(len(b) + len(l) for l, b in plan)
-    sim.run_until(1e-8 * (n_beats * 8 + 200))
-    assert finished, f"only {len(got)} of {len(want)} words came out"
-    return got, want, finished[0], dut
+    words, cycles = run_streams(dut, feeds, len(want), idle=idle, stall=stall, seed=seed,
+                                max_cycles=n_beats * 8 + 200)
+    return [decode_output(w, word_bits) for w in words], want, cycles, dut
 
 
 @pytest.mark.parametrize("p,width,word_bits,cs", [
@@ -161,19 +136,7 @@ def test_pe_array_scores_into_threshold_unit():
     beats = [b for i in range(m_q) for g in range(groups)
              for b in pe_beats(Job(q[i], keys[g * p:(g + 1) * p], Mode.XNOR), d)]
     want = attention_bits(pack_bits(q), pack_bits(k), d, mask)  # (m_q, 1) words
-    got = []
-
-    async def producer(ctx):
-        await put_all(ctx, dut.t_stream, loads)
-        await put_all(ctx, dut.i_stream, beats, idle=0.2, rng=random.Random(4))
-
-    async def consumer(ctx):
-        words = await get_n(ctx, dut.o_stream, m_q, stall=0.3, rng=random.Random(5))
-        got.extend(decode_output(w, 64) for w in words)
-
-    sim = Simulator(dut)
-    sim.add_clock(1e-8)
-    sim.add_testbench(producer)
-    sim.add_testbench(consumer)
-    sim.run_until(1e-8 * 400)
+    words, _ = run_streams(dut, [(dut.t_stream, loads), (dut.i_stream, beats)], m_q, idle=0.2, stall=0.3,
+                           seed=4, max_cycles=400)
+    got = [decode_output(w, 64) for w in words]
     assert got == [(int(w), 1) for w in want[:, 0]]
