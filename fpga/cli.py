@@ -22,9 +22,9 @@ def markdown(row: dict) -> str:
 
 Produced by `{row['command']}`.
 
-| P | S | bits/cycle | LUT4 (COMB) | FF | EBR | Fmax (MHz) | LUT4 per bit |
-|---|---|---|---|---|---|---|---|
-| {row['P']} | {row['S']} | {row['P'] * row['S']} | {row['lut4']} | {row['ff']} | {row['ebr']} | {row['fmax_mhz']} | {row['lut4_per_bit']} |
+| P | S | max_shift | bits/cycle | LUT4 (COMB) | FF | EBR | Fmax (MHz) | LUT4 per bit |
+|---|---|---|---|---|---|---|---|---|
+| {row['P']} | {row['S']} | {row.get('max_shift', 0)} | {row['P'] * row['S']} | {row['lut4']} | {row['ff']} | {row['ebr']} | {row['fmax_mhz']} | {row['lut4_per_bit']} |
 
 - Fmax goal >= {GOAL_MHZ:g} MHz: **{'met' if fmax_ok else 'missed'}** ({row['fmax_mhz']} MHz, nextpnr post-route, constraint {row['target_mhz']:g} MHz).
 - Area goal <= {GOAL_LUT4_PER_BIT} LUT4 per bit: **{'met' if lut_ok else 'missed'}** ({row['lut4_per_bit']}).
@@ -38,7 +38,7 @@ Produced by `{row['command']}`.
 def run_pe_array(args) -> int:
     print(f"synthesising PEArray P={args.p} S={args.s} for {args.device} at {args.freq:g} MHz "
           "(yosys, then nextpnr; a 16x256 array takes several minutes) ...", flush=True)
-    row = synth_pe_array(args.p, args.s, args.max_k, device=args.device, target_mhz=args.freq,
+    row = synth_pe_array(args.p, args.s, args.max_k, max_shift=args.max_shift, device=args.device, target_mhz=args.freq,
                          workdir=args.workdir, seed=args.seed)
     row["command"] = "bebert " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     print(f"LUT4 {row['lut4']}  FF {row['ff']}  EBR {row['ebr']}  Fmax {row['fmax_mhz']} MHz  "
@@ -61,6 +61,8 @@ def add_parser(sub) -> None:
     q.add_argument("--p", type=int, default=16, help="output channels (default 16)")
     q.add_argument("--s", type=int, default=256, help="input bits per cycle (default 256)")
     q.add_argument("--max-k", type=int, default=1536, help="longest dot product, sets the accumulator (default 1536)")
+    q.add_argument("--max-shift", type=int, default=0,
+                   help="per-fold shift hardware: 3 adds the bit-serial W1A4 mode (default 0: none)")
     q.add_argument("--device", choices=sorted(DEVICES), default="LFE5U-85F", help="ECP5 part (default LFE5U-85F)")
     q.add_argument("--freq", type=float, default=125.0, help="clock constraint in MHz (default 125)")
     q.add_argument("--seed", type=int, default=1, help="nextpnr placement seed")

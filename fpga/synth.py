@@ -168,7 +168,7 @@ def synth_ecp5(top: wiring.Component, *, device: str = "LFE5U-85F", target_mhz: 
     )
 
 
-def synth_pe_array(p: int, s: int, max_k: int | None = None, *, device: str = "LFE5U-85F",
+def synth_pe_array(p: int, s: int, max_k: int | None = None, *, max_shift: int = 0, device: str = "LFE5U-85F",
                    target_mhz: float = 125.0, workdir: Path | None = None, seed: int = 1) -> dict:
     """Synthesise a ``PEArray(p, s)`` in its registered wrapper; the JSON report row.
 
@@ -180,9 +180,9 @@ def synth_pe_array(p: int, s: int, max_k: int | None = None, *, device: str = "L
     from ..hw.pe_array import PEArray
 
     max_k = max_k or 1536
-    res = synth_ecp5(RegisteredWrapper(PEArray(p=p, s=s, max_k=max_k, impl="ecp5")), device=device,
+    res = synth_ecp5(RegisteredWrapper(PEArray(p=p, s=s, max_k=max_k, max_shift=max_shift, impl="ecp5")), device=device,
                      target_mhz=target_mhz, workdir=workdir, seed=seed, name="pe_array_top")
-    row = {"P": p, "S": s, "max_k": max_k, "lut4": res.lut4, "ff": res.ff, "ebr": res.ebr,
+    row = {"P": p, "S": s, "max_k": max_k, "max_shift": max_shift, "lut4": res.lut4, "ff": res.ff, "ebr": res.ebr,
            "fmax_mhz": res.fmax_mhz, "lut4_per_bit": round(res.lut4 / (p * s), 3)}
     row.update({"device": device, "target_mhz": target_mhz, "yosys_cells": res.yosys_cells,
                 "synth_seconds": res.synth_seconds, "pnr_seconds": res.pnr_seconds})

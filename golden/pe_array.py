@@ -19,6 +19,8 @@ __all__ = [
     "unpack_bits",
     "popcount_dot",
     "signed_dot",
+    "bit_planes",
+    "bitserial_dot",
 ]
 
 
@@ -136,3 +138,35 @@ def popcount_dot(a: np.ndarray, w: np.ndarray, k: int, mode: Mode = Mode.XNOR) -
 def signed_dot(a: np.ndarray, w: np.ndarray, k: int) -> np.ndarray:
     """The +-1 dot product ``sum_k a_k * w_k`` (bit 1 = +1, bit 0 = -1): ``2*popcount_xnor - k``."""
     return 2 * popcount_dot(a, w, k, Mode.XNOR) - k
+
+
+def bit_planes(x: np.ndarray, bits: int) -> np.ndarray:
+    """Packed bit-planes of unsigned ``bits``-bit integers: ``(bits, ..., ceil(K/64))`` uint64.
+
+    Plane ``b`` holds bit ``b`` of every element of ``x`` (shape ``(..., K)``), so
+    ``x = sum_b 2**b * plane_b``.
+
+    Raises
+    ------
+    ValueError
+        If ``x`` holds a value outside ``0 .. 2**bits - 1``.
+    """
+    x = np.asarray(x)
+    if bits < 1 or x.size == 0 or x.min() < 0 or x.max() >= (1 << bits):
+        raise ValueError(f"bit_planes takes integers in 0..{(1 << bits) - 1} (bits={bits}), "
+                         f"got range {x.min() if x.size else None}..{x.max() if x.size else None}")
+    x = x.astype(np.int64)
+    return np.stack([pack_bits(((x >> b) & 1).astype(np.uint8)) for b in range(bits)])
+
+
+def bitserial_dot(planes: np.ndarray, w: np.ndarray, k: int) -> np.ndarray:
+    """The PE array's bit-serial (W1A4) result: ``y = sum_b 2**b * popcount(~(x_b ^ w))``.
+
+    ``planes`` is :func:`bit_planes` of the activations ``x``; with ``B`` planes the
+    +-1-weight dot product follows exactly as
+    ``sum_k x_k * (2*w_k - 1) = y + (2**B - 1) * (popcount(w) - k)``
+    (tested against plain integer arithmetic): the per-channel term is a constant
+    of the weights, folded into the bias downstream.
+    """
+    planes = np.asarray(planes)
+    return sum((popcount_dot(planes[b], w, k, Mode.XNOR) << b) for b in range(planes.shape[0]))

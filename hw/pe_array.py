@@ -37,16 +37,21 @@ class PEArrayInput(data.StructLayout):
         of every ``w[p]`` must be 0 (zero padding, as packed words have it).
     mode : :class:`Mode` (XNOR or AND) for this fold.
     last : this fold ends the dot product; its count is emitted.
+    shift : (only when ``max_shift > 0``) the fold's count is added shifted left by
+        this many bits: bit-plane ``b`` of a multi-bit activation (W1A4) uses ``shift = b``.
     """
 
-    def __init__(self, p: int, s: int):
-        super().__init__({
+    def __init__(self, p: int, s: int, max_shift: int = 0):
+        fields = {
             "a": unsigned(s),
             "w": data.ArrayLayout(unsigned(s), p),
             "n": unsigned(bits_for(s)),
             "mode": Mode,
             "last": unsigned(1),
-        })
+        }
+        if max_shift:
+            fields["shift"] = unsigned(bits_for(max_shift))
+        super().__init__(fields)
 
 
 def _xnor(a, w):
@@ -85,8 +90,15 @@ class PEArray(wiring.Component):
     s : int
         Input bits per cycle (fold width).
     max_k : int
-        Longest dot product in bits; results are ``signed(bits_for(max_k) + 1)``
-        and wrap (two's complement) beyond ``+-max_k``.
+        Longest dot product in bits; results are
+        ``signed(bits_for(max_k * (2**(max_shift+1) - 1)) + 1)`` and wrap (two's
+        complement) beyond that.
+    max_shift : int
+        Largest per-fold shift (default 0: no shift hardware). ``max_shift = 3``
+        gives the bit-serial W1A4 mode: a 4-bit activation is sent as 4 bit-planes
+        over the same weights, plane ``b`` with ``shift = b``, and the result is
+        ``sum_b 2**b * popcount(~(x_b ^ w))``
+        (:func:`bebert.golden.pe_array.bitserial_dot`).
     levels_per_stage : int
         Adder-tree levels between pipeline registers (default 1: a register
         after every level also stops yosys from merging the tree into a
@@ -111,7 +123,8 @@ class PEArray(wiring.Component):
         If a parameter is not a positive integer.
     """
 
-    def __init__(self, *, p: int, s: int, max_k: int, levels_per_stage: int = 1, impl: str = "behavioral"):
+    def __init__(self, *, p: int, s: int, max_k: int, max_shift: int = 0, levels_per_stage: int = 1,
+                 impl: str = "behavioral"):
         if impl not in IMPLS:
             self._MustUse__used = True
             raise ValueError(f"impl must be one of {IMPLS}, not {impl!r}")
@@ -120,18 +133,23 @@ class PEArray(wiring.Component):
         self._s = check_positive(self, "S (input bits per cycle)", s)
         self._max_k = check_positive(self, "max_k", max_k)
         self._levels_per_stage = check_positive(self, "levels_per_stage", levels_per_stage)
-        self._acc_width = bits_for(max_k) + 1
+        if not isinstance(max_shift, int) or isinstance(max_shift, bool) or not 0 <= max_shift <= 7:
+            self._MustUse__used = True
+            raise TypeError(f"max_shift must be an integer from 0 to 7, not {max_shift!r}")
+        self._max_shift = max_shift
+        self._acc_width = bits_for(max_k * ((2 << max_shift) - 1)) + 1
         # input register, popcount stages, accumulator, FIFO write strobe
         self._latency = 1 + pipeline_stages(s, levels_per_stage) + 2
         self._fifo_depth = self._latency + 2
         super().__init__({
-            "i_stream": In(stream.Signature(PEArrayInput(p, s))),
+            "i_stream": In(stream.Signature(PEArrayInput(p, s, max_shift))),
             "o_stream": Out(stream.Signature(data.ArrayLayout(signed(self._acc_width), p))),
         })
 
     p = property(lambda self: self._p)
     s = property(lambda self: self._s)
     max_k = property(lambda self: self._max_k)
+    max_shift = property(lambda self: self._max_shift)
     acc_width = property(lambda self: self._acc_width)
     latency = property(lambda self: self._latency)
 
@@ -163,7 +181,10 @@ class PEArray(wiring.Component):
         # routes across the array).
         a0 = register_copies(m, ins.payload.a, p + 1, self._impl, "a0")
         w0 = [Signal(s, name=f"w0_{i}") for i in range(p)]
-        ctl_layout = data.StructLayout({"valid": 1, "last": 1, "and_mode": 1, "n": unsigned(bits_for(s))})
+        ctl_fields = {"valid": 1, "last": 1, "and_mode": 1, "n": unsigned(bits_for(s))}
+        if self._max_shift:
+            ctl_fields["shift"] = unsigned(bits_for(self._max_shift))
+        ctl_layout = data.StructLayout(ctl_fields)
         ctl = Signal(ctl_layout)
         m.d.sync += [
             ctl.valid.eq(accept),
@@ -171,6 +192,8 @@ class PEArray(wiring.Component):
             ctl.and_mode.eq(ins.payload.mode == Mode.AND),
             ctl.n.eq(ins.payload.n),
         ]
+        if self._max_shift:
+            m.d.sync += ctl.shift.eq(ins.payload.shift)
         for i in range(p):
             m.d.sync += w0[i].eq(ins.payload.w[i])
 
@@ -197,7 +220,13 @@ class PEArray(wiring.Component):
         with m.If(ctl.valid):
             m.d.sync += fresh.eq(ctl.last)
             for ch in range(p):
-                m.d.sync += accs[ch].eq(Mux(fresh, 0, accs[ch]) + sums[ch] + corr)
+                if self._max_shift:
+                    # Bit-plane b of a multi-bit activation weighs 2**b.
+                    term = Signal(signed(bits_for(s) + 2), name=f"term_{ch}")
+                    m.d.comb += term.eq(sums[ch] + corr)
+                    m.d.sync += accs[ch].eq(Mux(fresh, 0, accs[ch]) + (term << ctl.shift))
+                else:
+                    m.d.sync += accs[ch].eq(Mux(fresh, 0, accs[ch]) + sums[ch] + corr)
         # The FIFO takes the final sums one cycle later, from the accumulators.
         emit = Signal()
         m.d.sync += emit.eq(ctl.valid & ctl.last)

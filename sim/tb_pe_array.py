@@ -28,7 +28,8 @@ class TB(ScoreboardTB):
     def __init__(self, dut, idle=None, backpressure=None):
         cfg = load_config(**DEFAULTS)
         self.p, self.s, self.max_k = cfg["p"], cfg["s"], cfg["max_k"]
-        width = acc_width(self.max_k)
+        self.max_shift = cfg.get("max_shift", 0)
+        width = acc_width(self.max_k, self.max_shift)
         kw = {k: v for k, v in (("idle", idle), ("backpressure", backpressure)) if v is not None}
         super().__init__(dut, cfg, lambda word: decode_result(word, self.p, width), **kw)
 
@@ -37,15 +38,18 @@ class TB(ScoreboardTB):
 
     def submit(self, job) -> int:
         """Queue a job's folds and its golden result; returns the number of beats."""
-        beats = encode_beats(job, self.s)
-        self.expect([expected(job, self.max_k)])
+        beats = encode_beats(job, self.s, self.max_shift)
+        self.expect([expected(job, self.max_k, self.max_shift)])
         self.source.send(beats)
         return len(beats)
 
 
 def random_jobs(cfg, rng):
+    """XNOR and AND jobs in turn; with ``max_shift >= 3`` every third job is bit-serial 4-bit (W1A4)."""
     ks = cfg.get("ks") or [cfg["max_k"]]
-    return [make_job(rng, cfg["p"], ks[i % len(ks)], (Mode.XNOR, Mode.AND)[i % 2]) for i in range(cfg["jobs"])]
+    w1a4 = cfg.get("max_shift", 0) >= 3
+    return [make_job(rng, cfg["p"], ks[i % len(ks)], (Mode.XNOR, Mode.AND)[i % 2], bits=4 if w1a4 and i % 3 == 2 else 1)
+            for i in range(cfg["jobs"])]
 
 
 @cocotb.test()
@@ -71,6 +75,8 @@ async def edge_patterns(dut):
     s, kmax = cfg["s"], cfg["max_k"]
     ks = sorted({k for k in (1, s - 1, s, s + 1, 63, 64, 65, kmax - 1, kmax) if 1 <= k <= kmax})
     jobs = [make_job(rng, cfg["p"], k, mode, kind) for kind in KINDS for mode in Mode for k in ks]
+    if cfg.get("max_shift", 0) >= 3:
+        jobs += [make_job(rng, cfg["p"], k, Mode.XNOR, kind, bits=4) for kind in KINDS for k in ks]
     beats = sum(tb.submit(job) for job in jobs)
     await tb.drain(len(jobs), beats * 10 + 500)
     tb.assert_clean()
@@ -91,7 +97,7 @@ async def throughput(dut):
     cycles = tb.measured_cycles()
     report = {"p": tb.p, "s": tb.s, "jobs": len(jobs), "beats": beats, "ideal_cycles": beats,
               "cycles": cycles, "checked": tb.checked, "mismatches": len(tb.mismatches),
-              "binary_macs": int(sum(j.k * j.p for j in jobs))}
+              "binary_macs": int(sum(j.k * j.p * j.bits for j in jobs))}
     tb.write_report(report)
     # one fold per cycle after the pipeline fills
     assert cycles <= beats + 16, report

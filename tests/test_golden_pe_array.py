@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from bebert.golden.pe_array import Mode, pack_bits, popcount_dot, signed_dot, unpack_bits
+from bebert.golden.pe_array import Mode, bit_planes, bitserial_dot, pack_bits, popcount_dot, signed_dot, unpack_bits
 
 
 def reference(a_bits, w_bits, mode):
@@ -76,3 +76,22 @@ def test_pack_roundtrip_and_order():
 def test_bad_inputs(call, match):
     with pytest.raises(ValueError, match=match):
         call()
+
+
+@pytest.mark.parametrize("bits", [1, 2, 4])
+def test_bitserial_dot_gives_the_w1a4_dot_product(bits):
+    """sum_k x_k * (+-1 w_k) = bitserial_dot + (2**B - 1) * (popcount(w) - k), in plain integers."""
+    rng = np.random.default_rng(bits)
+    k = 77
+    x = rng.integers(0, 1 << bits, size=(5, k))
+    w = rng.integers(0, 2, size=(3, k), dtype=np.uint8)
+    y = bitserial_dot(bit_planes(x, bits), pack_bits(w), k)
+    dot = x @ (2 * w.astype(np.int64) - 1).T
+    assert (dot == y + ((1 << bits) - 1) * (w.sum(axis=1, dtype=np.int64) - k)).all()
+
+
+def test_bit_planes_rejects_out_of_range():
+    with pytest.raises(ValueError, match="0..15"):
+        bit_planes(np.array([0, 16]), 4)
+    with pytest.raises(ValueError, match="0..15"):
+        bit_planes(np.array([-1, 3]), 4)

@@ -9,13 +9,14 @@ from bebert.sim.pe_jobs import decode_result, encode_beats, expected, make_job
 from bebert.sim.streams import run_streams
 
 
-def run_jobs(p, s, max_k, jobs, *, idle=0.0, stall=0.0, seed=0):
+def run_jobs(p, s, max_k, jobs, *, idle=0.0, stall=0.0, seed=0, max_shift=0):
     """Stream all jobs through a fresh PEArray; returns (results, expected, cycles, dut)."""
-    dut = PEArray(p=p, s=s, max_k=max_k)
-    beats = [b for job in jobs for b in encode_beats(job, s)]
+    dut = PEArray(p=p, s=s, max_k=max_k, max_shift=max_shift)
+    beats = [b for job in jobs for b in encode_beats(job, s, max_shift)]
     words, cycles = run_streams(dut, [(dut.i_stream, beats)], len(jobs), idle=idle, stall=stall, seed=seed,
                                 max_cycles=len(beats) * 8 + 200 + 20 * len(jobs))
-    return [decode_result(w, p, dut.acc_width) for w in words], [expected(j, max_k) for j in jobs], cycles, dut
+    want = [expected(j, max_k, max_shift) for j in jobs]
+    return [decode_result(w, p, dut.acc_width) for w in words], want, cycles, dut
 
 
 def random_jobs(rng, p, ks, modes=(Mode.XNOR, Mode.AND)):
@@ -77,8 +78,28 @@ def test_throughput_one_beat_per_cycle():
     assert 60 <= cycles <= 60 + dut.latency + 3
 
 
+@pytest.mark.parametrize("p,s", [(1, 8), (3, 20)])
+def test_bitserial_w1a4_with_stalls(p, s):
+    """4-bit activations as 4 bit-planes (shift = plane), mixed with 1-bit XNOR and AND jobs."""
+    rng = np.random.default_rng(40 + s)
+    jobs = [make_job(rng, p, k, Mode.XNOR, kind, bits=4) for k in (1, s, s + 3, 50)
+            for kind in ("random", "ones", "zeros")]
+    jobs += random_jobs(rng, p, [s, 2 * s + 1])
+    got, want, _, dut = run_jobs(p, s, 64, jobs, idle=0.3, stall=0.3, seed=s, max_shift=3)
+    assert got == want
+    # all-maximum activations against all-ones weights: every plane agrees on every bit
+    assert got[4] == [15 * s] * p  # jobs[4]: K = s, kind 'ones'
+
+
+def test_bitserial_needs_shift_hardware():
+    rng = np.random.default_rng(0)
+    with pytest.raises(ValueError, match="max_shift >= 3"):
+        encode_beats(make_job(rng, 2, 10, Mode.XNOR, "random", bits=4), 8)
+
+
 @pytest.mark.parametrize("bad", [dict(p=0, s=8, max_k=8), dict(p=2, s=-1, max_k=8), dict(p=2, s=8, max_k=1.5),
-                                 dict(p=True, s=8, max_k=8)])
+                                 dict(p=True, s=8, max_k=8), dict(p=2, s=8, max_k=8, max_shift=8),
+                                 dict(p=2, s=8, max_k=8, max_shift=-1)])
 def test_bad_parameters(bad):
-    with pytest.raises(TypeError, match="must be a positive integer"):
+    with pytest.raises(TypeError, match="must be (a positive integer|an integer from 0 to 7)"):
         PEArray(**bad)
