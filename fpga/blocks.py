@@ -1,4 +1,4 @@
-"""ECP5 synthesis of the threshold/sign unit and the Bi-Attention unit.
+"""ECP5 synthesis of the threshold/sign unit, the Bi-Attention unit and the vector unit.
 
 Each block is synthesised out of context in a registered wrapper (as the PE
 array in :mod:`bebert.fpga.synth`): every input payload is loaded from a few
@@ -24,7 +24,7 @@ from pathlib import Path
 from ..atomic import write_json_atomic, write_text_atomic
 from .synth import DEVICES, RegisteredWrapper, synth_ecp5
 
-__all__ = ["DEFAULTS", "SMALL", "synth_threshold", "synth_attention", "synth_block", "markdown",
+__all__ = ["DEFAULTS", "SMALL", "synth_threshold", "synth_attention", "synth_vector", "synth_block", "markdown",
            "main"]
 
 GOAL_MHZ = 125.0
@@ -34,12 +34,14 @@ GOAL_MHZ = 125.0
 DEFAULTS = {
     "threshold": {"p": 16, "width": 12, "max_channels": 1536, "word_bits": 64},
     "attention": {"d": 32, "max_len": 128, "kb": 16, "impl": "ecp5"},
+    "vector": {"max_h": 384, "max_k": 1536},
 }
 
 #: Small configurations for the ``synth`` tests (seconds each; ``tests/baselines/hw_blocks_small.json``).
 SMALL = {
     "threshold": {"p": 8, "width": 10, "max_channels": 128, "word_bits": 64},
     "attention": {"d": 16, "max_len": 32, "kb": 4, "impl": "ecp5"},
+    "vector": {"max_h": 32, "max_k": 64},
 }
 
 
@@ -85,7 +87,22 @@ def synth_attention(d: int = 32, max_len: int = 128, kb: int = 16, impl: str = "
                               "latency": block.latency})
 
 
-SYNTH = {"threshold": synth_threshold, "attention": synth_attention}
+def synth_vector(max_h: int = 384, max_k: int = 1536, *, device: str = "LFE5U-85F", target_mhz: float = GOAL_MHZ,
+                 workdir: Path | None = None, seed: int = 1) -> dict:
+    """Synthesise a :class:`~bebert.hw.vector.VectorUnit` (model-default formats) in its wrapper; the JSON row."""
+    from ..golden.vector import VectorFormats
+    from ..hw.vector import VectorUnit
+
+    block = VectorUnit(max_h=max_h, max_k=max_k, fmts=VectorFormats.default(max_h))
+    res = synth_ecp5(RegisteredWrapper(block, inputs=("p_stream", "i_stream")), device=device,
+                     target_mhz=target_mhz, workdir=workdir, seed=seed, name="vector_top")
+    return _row(res, {"max_h": max_h, "max_k": max_k},
+                {"mult18": res.yosys_cells.get("MULT18X18D", 0), "latency": block.latency,
+                 "stats_cycles": block.stats_cycles, "token_cycles_at_max_h": block.token_cycles(max_h),
+                 "token_period_at_max_h": block.token_period(max_h)})
+
+
+SYNTH = {"threshold": synth_threshold, "attention": synth_attention, "vector": synth_vector}
 
 
 def synth_block(block: str, params: dict | None = None, **kw) -> dict:
@@ -127,6 +144,17 @@ instead; measured once at the default parameters (`synth_attention(kv_ram="block
 2,051 FF, 32 EBR, **70.2 MHz**, because the EBR's clock-to-out (5.8 ns) then feeds the popcount
 counters directly. An output register stage after the banks would be needed to use EBR.
 
+**Vector unit** (`hw/vector.py`, golden `golden/vector.py`). One channel per cycle: the PE array's
+popcount `acc` and the residual code `x`; per-channel `alpha`, bias, LayerNorm gain and shift in two
+EBR tables written through `p_stream` (the `last` beat sets `H` and `K`). Pass 1 computes
+`y = alpha*(2*acc - K) + bias` (floored, saturated), the residual sum `s = y + x` (saturated), writes
+`s` into one bank of a two-bank token buffer and sums `S` and `Q = sum s^2`. A serial statistics engine
+(no multiplier) computes `M = H*Q - S^2 + E` by shift-and-add, normalizes it two bits per cycle and runs
+the bit-serial reciprocal square root with incrementally updated products, three cycles per result bit.
+Pass 2 reads the bank back: `d = H*s - S`, `n = (d*R) >> shift`, `out = sat(n*g + beta)` and the sign
+bit (`docs/arithmetic.md` sections 3, 4, 6, 7). The wide products are split into 18x18 partial
+products registered before their sum. Pass 1 of a token overlaps pass 2 of the one before (two banks).
+
 Timing margins are thin: the attention unit's critical path is a 15-input group counter of a context
 tree (6 LUT levels, mostly routing), the threshold unit's is the table EBR's clock-to-out into the
 register beside the data. The table holds nextpnr seed 1; the attention unit at seed 2 reached
@@ -143,6 +171,10 @@ golden word order, throughput, the PE array's `o_stream` connected straight in (
 | attention | `tests/test_attention_sim.py`: heads of varying n back to back with random stalls \
 (odd d, kb = 1, kb > max_len), ties, balanced (C = 0), all masked, padded keys, throughput \
 | `sim/tb_attention.py`, `tests/test_attention_cocotb.py` (d = 32, the `ecp5` netlist), checker self-test |
+| vector | `tests/test_vector_sim.py`: random tables and tokens with random stalls (H = 1 .. 40, K = 1 .. 1536), \
+saturation at every stage, zero and tiny variance, extreme codes, other formats, rate and latency; \
+`tests/test_vector_golden.py`: the golden function reproduces `golden/infer.py`'s taps \
+| `sim/tb_vector.py`, `tests/test_vector_cocotb.py` (H = 384, K = 1536), throughput, checker self-test |
 """
 
 
@@ -170,12 +202,19 @@ def markdown(rows: dict) -> str:
                          f"{row['cycles_per_head_at_max_len']} cycles (n loads + n * ceil(n / kb) chunks).")
         if name == "threshold":
             lines.append(f"  One beat of {row['channels_per_cycle']} accumulators per cycle.")
+        if name == "vector":
+            h = row["params"]["max_h"]
+            lines.append(f"  {row['mult18']} MULT18X18D. One channel per cycle in and out; a token of H = {h} "
+                         f"channels: last result {row['token_cycles_at_max_h']} cycles after its first beat "
+                         f"(statistics engine {row['stats_cycles']} cycles, pass-2 latency {row['latency']}); "
+                         f"sustained {row['token_period_at_max_h']:g} cycles per token "
+                         f"({h / row['token_period_at_max_h']:.2f} channels per cycle).")
     commands = sorted({row.get("command", "python -m bebert.fpga.blocks") for row in rows.values()})
     lines += ["", "Produced by " + ", ".join(f"`{c}`" for c in commands) + ".", "", NOTES]
     return "\n".join(lines)
 
 
-DESCRIPTION = ("Synthesise the threshold and Bi-Attention units for ECP5 in registered wrappers and write "
+DESCRIPTION = ("Synthesise the threshold, Bi-Attention and vector units for ECP5 in registered wrappers and write "
                "the JSON and Markdown reports.")
 
 

@@ -1,0 +1,502 @@
+"""Vector unit: fixed-point scale and bias, residual add, LayerNorm and sign, one element per cycle.
+
+The arithmetic contract is :func:`bebert.golden.vector.vector_step` (``docs/arithmetic.md``
+sections 3, 4, 6 and 7).
+"""
+
+from __future__ import annotations
+
+from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed, unsigned
+from amaranth.lib import data, fifo, stream, wiring
+from amaranth.lib.memory import Memory
+from amaranth.lib.wiring import In, Out
+from amaranth.utils import bits_for
+
+from ..golden.vector import VectorFormats
+from ._params import check_positive
+
+__all__ = ["VectorLoad", "VectorInput", "VectorOutput", "VectorUnit"]
+
+#: Operand split of the wide products: low parts of 17 unsigned bits fit an 18x18 signed multiplier.
+_SPLIT = 17
+
+
+class VectorLoad(data.StructLayout):
+    """A ``p_stream`` beat: the parameters of one channel.
+
+    Fields
+    ------
+    addr : channel index ``i``.
+    scale, bias : ``alpha_i`` and the bias of the binary linear layer (their formats' widths).
+    gamma, beta : the LayerNorm gain and shift of channel ``i``.
+    k : the dot-product length ``K`` of the accumulators (taken from the ``last`` beat).
+    last : channel ``addr`` is the last one: the token length is ``H = addr + 1``.
+    """
+
+    def __init__(self, fmts: VectorFormats, max_h: int, max_k: int):
+        super().__init__({
+            "addr": unsigned(bits_for(max_h - 1)),
+            "scale": signed(fmts.scale.bits),
+            "bias": signed(fmts.bias.bits),
+            "gamma": signed(fmts.ln_weight.bits),
+            "beta": signed(fmts.ln_bias.bits),
+            "k": unsigned(bits_for(max_k)),
+            "last": unsigned(1),
+        })
+
+
+class VectorInput(data.StructLayout):
+    """An ``i_stream`` beat: one channel of one token.
+
+    Fields
+    ------
+    acc : the PE array's XNOR popcount ``0..K`` of the channel (``signed(acc_width)``).
+    x : the residual-stream code entering the layer (``layernorm`` format).
+    """
+
+    def __init__(self, fmts: VectorFormats, acc_width: int):
+        super().__init__({"acc": signed(acc_width), "x": signed(fmts.layernorm.bits)})
+
+
+class VectorOutput(data.StructLayout):
+    """An ``o_stream`` beat: one channel of the LayerNorm output.
+
+    Fields
+    ------
+    y : the new residual-stream code (``layernorm`` format).
+    bit : ``y >= 0``, the next binary layer's input bit.
+    last : the token's last channel.
+    """
+
+    def __init__(self, fmts: VectorFormats):
+        super().__init__({"y": signed(fmts.layernorm.bits), "bit": unsigned(1), "last": unsigned(1)})
+
+
+def _sat(m, dst: Signal, value, fmt) -> None:
+    """``dst <= clamp(value, fmt.qmin, fmt.qmax)`` (registered)."""
+    m.d.sync += dst.eq(Mux(value > fmt.qmax, fmt.qmax, Mux(value < fmt.qmin, fmt.qmin, value)))
+
+
+def _split_product(m, a, b, name: str):
+    """Register the partial products of ``a * b`` (``a`` split at :data:`_SPLIT` bits).
+
+    Returns ``(hi, lo)`` registers with ``a * b = (hi << _SPLIT) + lo``: each partial product
+    fits one 18x18 multiplier and its output register, and the sum is left to the next stage.
+    """
+    if len(a) <= _SPLIT + 1:
+        lo = Signal(signed(len(a) + len(b) + 1), name=f"{name}_lo")
+        m.d.sync += lo.eq(a * b)
+        return None, lo
+    lo = Signal(signed(_SPLIT + len(b) + 1), name=f"{name}_lo")
+    hi = Signal(signed(len(a) - _SPLIT + len(b) + 1), name=f"{name}_hi")
+    m.d.sync += [lo.eq(a[:_SPLIT] * b), hi.eq(a[_SPLIT:].as_signed() * b)]
+    return hi, lo
+
+
+def _join(hi, lo):
+    return lo if hi is None else (hi << _SPLIT) + lo
+
+
+class VectorUnit(wiring.Component):
+    """Scale, bias, residual add, LayerNorm and sign over tokens of ``H`` channels.
+
+    Each ``i_stream`` beat carries one channel ``i`` of one token: the XNOR popcount
+    ``acc_i`` of the binary linear layer and the residual code ``x_i`` that enters it.
+    Each ``o_stream`` beat gives channel ``i`` of the token's result:
+
+        ``y   = align_add([(a_i*(2*acc_i - K), f_scale), (c_i, f_bias)] -> residual)``
+        ``s   = align_add([(y, f_res), (x_i, f_ln)] -> residual)``
+        ``out = layernorm(s)_i`` (``docs/arithmetic.md`` section 6), ``bit = out >= 0``
+
+    exactly :func:`bebert.golden.vector.vector_step`.
+
+    How: two passes over a token buffer of two banks. Pass 1 (one channel per cycle)
+    computes ``s_i``, writes it into the bank and sums ``S = sum s_i`` and
+    ``Q = sum s_i^2``. A serial statistics engine then computes
+    ``M = H*Q - S^2 + E`` (shift-and-add, one bit per cycle), normalizes it to the
+    16-bit mantissa ``m`` (two bits per cycle) and runs the bit-serial reciprocal
+    square root ``R`` with the products updated incrementally (``t^2 m = r^2 m +
+    2^(b+1) r m + 4^b m``, three cycles per result bit, no multiplier). Pass 2 (one
+    channel per cycle) reads the bank back and computes
+    ``n = ((H*s_i - S) * R) >> (rsqrt_frac + shift/2 - norm_frac)`` and the gain and
+    shift. With two banks pass 1 of a token overlaps pass 2 of the one before.
+
+    Rate and latency (:attr:`stats_cycles`, :attr:`latency`, at most, without
+    stalls): the first result of a token reaches the output FIFO
+    ``9 + stats_cycles + latency`` cycles after its last input beat was taken, its
+    last result ``H - 1`` cycles later (:meth:`token_cycles`: ``2H + 9 +
+    stats_cycles + latency`` from its first beat). Sustained (:meth:`token_period`):
+    a bank is free again once pass 2 has read it, so two tokens take
+    ``2H + 10 + stats_cycles`` cycles, and the statistics engine takes
+    ``stats_cycles`` per token: the period is ``max(H + (10 + stats_cycles) / 2,
+    stats_cycles)``; for ``H = 384`` (``stats_cycles = 102``) 440 cycles, 0.87 channels per cycle.
+
+    Parameters (per channel ``alpha``, bias, gain, shift) are written through
+    ``p_stream`` (:class:`VectorLoad`), one channel per beat; the beat flagged
+    ``last`` sets ``H = addr + 1`` and ``K``. ``p_stream`` is ready only while the
+    unit holds no token, and a data beat is never taken in a cycle with a load
+    offered, so loads between tokens are always safe.
+
+    The datapath is free running (no clock enables on the pipelines) and pass 2
+    issues a read only while the output FIFO is sure to have room (credit).
+
+    Parameters
+    ----------
+    max_h : int
+        Longest token (channels); the buffer holds two of them.
+    max_k : int
+        Longest dot product ``K`` of the accumulators; ``acc`` is ``signed(bits_for(max_k) + 1)``
+        (the PE array's ``acc_width``).
+    fmts : VectorFormats, optional
+        Formats and LayerNorm constants (default :meth:`VectorFormats.default` for ``max_h``).
+
+    Attributes
+    ----------
+    p_stream : In(stream.Signature(VectorLoad))
+    i_stream : In(stream.Signature(VectorInput))
+    o_stream : Out(stream.Signature(VectorOutput))
+    latency : int
+        Cycles of pass 2 from a buffer read to the result at the FIFO input.
+    stats_cycles : int
+        Cycles of the statistics engine per token, at most (the normalization takes
+        ``1 .. norm_steps`` of them, depending on the variance).
+    norm_steps : int
+        Most normalization steps.
+
+    Raises
+    ------
+    TypeError
+        If ``max_h`` or ``max_k`` is not a positive integer.
+    ValueError
+        If a format is unsigned or the LayerNorm constants give a negative normalization shift.
+    """
+
+    def __init__(self, *, max_h: int, max_k: int, fmts: VectorFormats | None = None):
+        self._max_h = check_positive(self, "max_h", max_h)
+        self._max_k = check_positive(self, "max_k", max_k)
+        fmts = fmts if fmts is not None else VectorFormats.default(max_h)
+        names = ("scale", "bias", "residual", "layernorm", "ln_weight", "ln_bias")
+        ln = fmts.ln
+        if not all(getattr(fmts, n).signed for n in names) or \
+                int(ln["rsqrt_frac"]) - (int(ln["mant_bits"]) - 2) // 2 - int(ln["norm_frac"]) < 0:
+            self._MustUse__used = True
+            raise ValueError("the vector unit takes signed formats and LayerNorm constants with "
+                             "rsqrt_frac - (mant_bits - 2) / 2 >= norm_frac")
+        self._fmts = fmts
+        self._acc_width = bits_for(max_k) + 1
+        self._hb = bits_for(max_h)
+        rb = fmts.residual.bits
+        self._s_width = rb + self._hb                 # |S| <= H * 2^(rb-1)
+        self._q_width = 2 * rb - 1 + self._hb         # Q <= H * 4^(rb-1)
+        self._m_width = self._q_width + self._hb + bits_for(fmts.eps_code) + 1
+        # one cycle per bit of H and of |S|, at most (m_width - mant_bits)/2 + 1 normalization steps
+        # (or (mant_bits - 2)/2), three per result bit of R, plus the start and the write-back
+        mant = int(ln["mant_bits"])
+        self._norm_steps = max((self._m_width - mant) // 2 + 1, (mant - 2) // 2 + 1)
+        self._stats_cycles = 1 + self._hb + self._s_width + self._norm_steps + 3 * int(ln["rsqrt_bits"]) + 1
+        self._latency = 13
+        self._fifo_depth = self._latency + 3
+        super().__init__({
+            "p_stream": In(stream.Signature(VectorLoad(fmts, max_h, max_k))),
+            "i_stream": In(stream.Signature(VectorInput(fmts, self._acc_width))),
+            "o_stream": Out(stream.Signature(VectorOutput(fmts))),
+        })
+
+    max_h = property(lambda self: self._max_h)
+    max_k = property(lambda self: self._max_k)
+    fmts = property(lambda self: self._fmts)
+    acc_width = property(lambda self: self._acc_width)
+    latency = property(lambda self: self._latency)
+    stats_cycles = property(lambda self: self._stats_cycles)
+    norm_steps = property(lambda self: self._norm_steps)
+
+    def token_period(self, h: int) -> float:
+        """Cycles per token sustained without stalls, at most (two tokens in flight)."""
+        return max(h + (10 + self._stats_cycles) / 2, self._stats_cycles)
+
+    def token_cycles(self, h: int) -> int:
+        """Cycles from a token's first accepted beat to its last result at the FIFO input, at most (no stalls)."""
+        return 2 * h + 9 + self._stats_cycles + self._latency
+
+    def elaborate(self, platform):
+        m = Module()
+        f, ln = self._fmts, self._fmts.ln
+        fs, fb, fr, fl = f.scale.frac, f.bias.frac, f.residual.frac, f.layernorm.frac
+        fg, fbeta = f.ln_weight.frac, f.ln_bias.frac
+        mant, pfrac = int(ln["mant_bits"]), int(ln["rsqrt_frac"])
+        rbits, norm = int(ln["rsqrt_bits"]), int(ln["norm_frac"])
+        max_h, hb = self._max_h, self._hb
+        ab = bits_for(max_h - 1)
+        load, ins = self.p_stream, self.i_stream
+
+        # ---- parameter tables and the token buffer (two banks)
+        dense_l = data.StructLayout({"scale": signed(f.scale.bits), "bias": signed(f.bias.bits)})
+        lnp_l = data.StructLayout({"gamma": signed(f.ln_weight.bits), "beta": signed(f.ln_bias.bits)})
+        m.submodules.dense_mem = dense_mem = Memory(shape=dense_l, depth=max_h, init=[])
+        m.submodules.ln_mem = ln_mem = Memory(shape=lnp_l, depth=max_h, init=[])
+        m.submodules.buf = buf = Memory(shape=signed(f.residual.bits), depth=2 << ab, init=[])
+        dense_w, ln_w, buf_w = dense_mem.write_port(), ln_mem.write_port(), buf.write_port()
+        dense_r, ln_r, buf_r = dense_mem.read_port(), ln_mem.read_port(), buf.read_port()
+        m.submodules.out_fifo = out_fifo = fifo.SyncFIFOBuffered(
+            width=len(self.o_stream.payload.as_value()), depth=self._fifo_depth)
+
+        h = Signal(range(max_h + 1), init=max_h)    # token length
+        k = Signal(range(self._max_k + 1))          # dot-product length of the accumulators
+        busy = Signal(2)       # bank holds a token (first beat taken .. last read issued)
+        filled = Signal(2)     # pass 1 done, statistics pending
+        ready = Signal(2)      # statistics done, pass 2 pending
+        pipe_busy = Signal()
+        idle = Signal()
+        m.d.comb += [
+            idle.eq((busy == 0) & ~pipe_busy),
+            load.ready.eq(idle),
+            dense_w.addr.eq(load.payload.addr), dense_w.data.scale.eq(load.payload.scale),
+            dense_w.data.bias.eq(load.payload.bias), dense_w.en.eq(load.valid & idle),
+            ln_w.addr.eq(load.payload.addr), ln_w.data.gamma.eq(load.payload.gamma),
+            ln_w.data.beta.eq(load.payload.beta), ln_w.en.eq(load.valid & idle),
+        ]
+        with m.If(load.valid & idle & load.payload.last):
+            m.d.sync += [h.eq(load.payload.addr + 1), k.eq(load.payload.k)]
+
+        # ---- pass 1: y = scale/bias, s = residual add; buffer write; S and Q
+        ctl_l = data.StructLayout({"valid": 1, "first": 1, "last": 1, "bank": 1, "idx": ab})
+        in_bank = Signal()
+        in_idx = Signal(range(max_h))
+        in_last = Signal()
+        accept = Signal()
+        busy_set = Signal(2)
+        busy_clr = Signal(2)
+        m.d.comb += [
+            in_last.eq(in_idx == h - 1),
+            ins.ready.eq(~load.valid & ((in_idx != 0) | ~busy.bit_select(in_bank, 1))),
+            accept.eq(ins.valid & ins.ready),
+            dense_r.addr.eq(in_idx), dense_r.en.eq(1),
+        ]
+        with m.If(accept):
+            m.d.sync += [in_idx.eq(Mux(in_last, 0, in_idx + 1)), in_bank.eq(in_bank ^ in_last)]
+            with m.If(in_idx == 0):
+                m.d.comb += busy_set.eq(1 << in_bank)
+        c = [Signal(ctl_l, name=f"in_c{i}") for i in range(9)]
+        m.d.comb += [c[0].valid.eq(accept), c[0].first.eq(in_idx == 0), c[0].last.eq(in_last),
+                     c[0].bank.eq(in_bank), c[0].idx.eq(in_idx)]
+        for i in range(1, 9):
+            m.d.sync += c[i].eq(c[i - 1])
+        # datapath registers have no reset (no reset logic in front of the flip-flops)
+        acc1 = Signal(signed(self._acc_width), reset_less=True)
+        x1 = Signal(signed(f.layernorm.bits), reset_less=True)
+        m.d.sync += [acc1.eq(ins.payload.acc), x1.eq(ins.payload.x)]
+        # stage 2: the table word registered beside the data (memory clock-to-out kept off the math)
+        acc2, x2 = Signal.like(acc1), Signal.like(x1)
+        p2 = Signal(dense_l, reset_less=True)
+        m.d.sync += [acc2.eq(acc1), x2.eq(x1), p2.eq(dense_r.data)]
+        # stage 3: D = 2*acc - K
+        dd3 = Signal(signed(self._acc_width + 2))
+        x3, p3 = Signal.like(x1), Signal(dense_l)
+        m.d.sync += [dd3.eq((acc2 << 1) - k), x3.eq(x2), p3.eq(p2)]
+        # stage 4: alpha * D (one multiplier)
+        ad4 = Signal(signed(len(dd3) + f.scale.bits))
+        bias4, x4 = Signal(signed(f.bias.bits)), Signal.like(x1)
+        m.d.sync += [ad4.eq(p3.scale * dd3), bias4.eq(p3.bias), x4.eq(x3)]
+        # stage 5: the exact aligned sum on the grid F1
+        f1 = max(fs, fb, fr)
+        z5 = Signal(signed(max(len(ad4) + f1 - fs, f.bias.bits + f1 - fb) + 1))
+        x5 = Signal.like(x1)
+        m.d.sync += [z5.eq((ad4 << (f1 - fs)) + (bias4 << (f1 - fb))), x5.eq(x4)]
+        # stage 6: floor onto the residual grid, saturate
+        y6, x6 = Signal(signed(f.residual.bits)), Signal.like(x1)
+        _sat(m, y6, z5 >> (f1 - fr), f.residual)
+        m.d.sync += x6.eq(x5)
+        # stage 7: residual add
+        f2 = max(fr, fl)
+        s7 = Signal(signed(f.residual.bits))
+        _sat(m, s7, ((y6 << (f2 - fr)) + (x6 << (f2 - fl))) >> (f2 - fr), f.residual)
+        m.d.comb += [buf_w.addr.eq(Cat(c[7].idx, c[7].bank)), buf_w.data.eq(s7), buf_w.en.eq(c[7].valid)]
+        # stage 8: S, s^2; stage 9: Q. The sums of a finished token are kept per bank.
+        s_run = Signal(signed(self._s_width))
+        s_next = Signal(signed(self._s_width))
+        sq8 = Signal(unsigned(2 * f.residual.bits))
+        q_run = Signal(unsigned(self._q_width))
+        q_next = Signal(unsigned(self._q_width))
+        s_bank = [Signal(signed(self._s_width), name=f"s_bank{b}") for b in range(2)]
+        q_bank = [Signal(unsigned(self._q_width), name=f"q_bank{b}") for b in range(2)]
+        filled_set = Signal(2)
+        filled_clr = Signal(2)
+        m.d.comb += [s_next.eq(Mux(c[7].first, 0, s_run) + s7), q_next.eq(Mux(c[8].first, 0, q_run) + sq8)]
+        m.d.sync += sq8.eq((s7 * s7).as_unsigned())
+        with m.If(c[7].valid):
+            m.d.sync += s_run.eq(s_next)
+            with m.If(c[7].last):
+                for b in range(2):
+                    with m.If(c[7].bank == b):
+                        m.d.sync += s_bank[b].eq(s_next)
+        with m.If(c[8].valid):
+            m.d.sync += q_run.eq(q_next)
+            with m.If(c[8].last):
+                for b in range(2):
+                    with m.If(c[8].bank == b):
+                        m.d.sync += q_bank[b].eq(q_next)
+                m.d.comb += filled_set.eq(1 << c[8].bank)
+
+        # ---- statistics engine: M = H*Q - S^2 + E, normalization, reciprocal square root
+        st_bank = Signal()
+        acc_m = Signal(unsigned(self._m_width + 1))
+        op_a = Signal(unsigned(self._m_width + 1))
+        op_b = Signal(unsigned(max(hb, self._s_width)))
+        cnt = Signal(range(max(hb, self._s_width, rbits) + 1))
+        sh_s = Signal(signed(bits_for(self._m_width) + 2))      # the even shift s
+        mm = Signal(unsigned(mant))
+        rw = max(2 * pfrac, mant + 2 * rbits - 2) + 3
+        rp, ra, rb_ = Signal(unsigned(rw)), Signal(unsigned(rw)), Signal(unsigned(rw))
+        rt, rcand, rba = Signal(unsigned(rw)), Signal(unsigned(rw)), Signal(unsigned(rw))
+        rr = Signal(unsigned(rbits))
+        r_bank = [Signal(unsigned(rbits), name=f"r_bank{b}") for b in range(2)]
+        shw = bits_for(pfrac + (self._m_width - mant) // 2 + 2)
+        sh_bank = [Signal(unsigned(shw), name=f"sh_bank{b}") for b in range(2)]
+        ready_set = Signal(2)
+        s_abs = Signal(unsigned(self._s_width))
+        s_cur = Signal(signed(self._s_width))
+        m.d.comb += [s_cur.eq(Mux(st_bank, s_bank[1], s_bank[0])),
+                     s_abs.eq(Mux(s_cur < 0, -s_cur, s_cur))]
+        with m.FSM(name="stats"):
+            with m.State("IDLE"):
+                with m.If(filled.bit_select(st_bank, 1)):
+                    m.d.sync += [acc_m.eq(f.eps_code), op_a.eq(Mux(st_bank, q_bank[1], q_bank[0])),
+                                 op_b.eq(h), cnt.eq(hb)]
+                    m.next = "HQ"
+            with m.State("HQ"):      # acc += H*Q, one bit of H per cycle
+                with m.If(op_b[0]):
+                    m.d.sync += acc_m.eq(acc_m + op_a)
+                m.d.sync += [op_a.eq(op_a << 1), op_b.eq(op_b >> 1), cnt.eq(cnt - 1)]
+                with m.If(cnt == 1):
+                    m.d.sync += [op_a.eq(s_abs), op_b.eq(s_abs), cnt.eq(self._s_width)]
+                    m.next = "SS"
+            with m.State("SS"):      # acc -= S^2, one bit of |S| per cycle (acc stays >= E)
+                with m.If(op_b[0]):
+                    m.d.sync += acc_m.eq(acc_m - op_a)
+                m.d.sync += [op_a.eq(op_a << 1), op_b.eq(op_b >> 1), cnt.eq(cnt - 1)]
+                with m.If(cnt == 1):
+                    m.d.sync += sh_s.eq(0)
+                    m.next = "NORM"
+            with m.State("NORM"):    # M >> s (or << -s), s even, until 2^(mant-2) <= m < 2^mant
+                with m.If(acc_m >= (1 << mant)):
+                    m.d.sync += [acc_m.eq(acc_m >> 2), sh_s.eq(sh_s + 2)]
+                with m.Elif(acc_m < (1 << (mant - 2))):
+                    m.d.sync += [acc_m.eq(acc_m << 2), sh_s.eq(sh_s - 2)]
+                with m.Else():
+                    m.d.sync += [mm.eq(acc_m), rp.eq(0), rb_.eq(0), rr.eq(0), cnt.eq(rbits),
+                                 ra.eq(acc_m[:mant] << (2 * (rbits - 1)))]
+                    m.next = "R0"
+            # R, MSB first: keep t = r + 2^b iff t^2 m = P + B + A <= 4^pfrac, where P = r^2 m,
+            # B = (r m) << (b+1), A = m << 2b; then B' = B/2 (+ A if kept), A' = A/4.
+            with m.State("R0"):
+                m.d.sync += rt.eq(rp + ra)
+                m.next = "R1"
+            with m.State("R1"):
+                m.d.sync += [rcand.eq(rt + rb_), rba.eq((rb_ >> 1) + ra)]
+                m.next = "R2"
+            with m.State("R2"):
+                keep = rcand <= (1 << (2 * pfrac))
+                m.d.sync += [rp.eq(Mux(keep, rcand, rp)), rb_.eq(Mux(keep, rba, rb_ >> 1)), ra.eq(ra >> 2),
+                             rr.eq(Cat(keep, rr[:-1])), cnt.eq(cnt - 1)]
+                with m.If(cnt == 1):
+                    m.next = "DONE"
+                with m.Else():
+                    m.next = "R0"
+            with m.State("DONE"):
+                for b in range(2):
+                    with m.If(st_bank == b):
+                        m.d.sync += [r_bank[b].eq(rr), sh_bank[b].eq(pfrac - norm + (sh_s >> 1))]
+                m.d.comb += [ready_set.eq(1 << st_bank), filled_clr.eq(1 << st_bank)]
+                m.d.sync += st_bank.eq(~st_bank)
+                m.next = "IDLE"
+
+        # ---- pass 2: d = H*s - S, n = (d*R) >> shift, out = sat(n*g + beta), bit = out >= 0
+        out_bank = Signal()
+        out_idx = Signal(range(max_h))
+        out_last = Signal()
+        issue = Signal()
+        ready_clr = Signal(2)
+        outstanding = Signal(range(self._fifo_depth + 1))
+        m.d.comb += [
+            out_last.eq(out_idx == h - 1),
+            issue.eq(ready.bit_select(out_bank, 1) & (outstanding < self._fifo_depth)),
+            buf_r.addr.eq(Cat(out_idx, out_bank)), buf_r.en.eq(1),
+            ln_r.addr.eq(out_idx), ln_r.en.eq(1),
+        ]
+        with m.If(issue):
+            m.d.sync += [out_idx.eq(Mux(out_last, 0, out_idx + 1)), out_bank.eq(out_bank ^ out_last)]
+            with m.If(out_last):
+                m.d.comb += [ready_clr.eq(1 << out_bank), busy_clr.eq(1 << out_bank)]
+        m.d.sync += [
+            busy.eq((busy | busy_set) & ~busy_clr),
+            filled.eq((filled | filled_set) & ~filled_clr),
+            ready.eq((ready | ready_set) & ~ready_clr),
+        ]
+        oc_l = data.StructLayout({"valid": 1, "last": 1, "bank": 1})
+        lat = self._latency
+        o = [Signal(oc_l, name=f"out_c{i}") for i in range(lat + 1)]
+        m.d.comb += [o[0].valid.eq(issue), o[0].last.eq(out_last), o[0].bank.eq(out_bank)]
+        for i in range(1, lat + 1):
+            m.d.sync += o[i].eq(o[i - 1])
+
+        def per_bank(regs, ctl):
+            return Mux(ctl.bank, regs[1], regs[0])
+
+        # stage 2: buffer and table words registered
+        x2o = Signal(signed(f.residual.bits), reset_less=True)
+        g2 = Signal(lnp_l, reset_less=True)
+        m.d.sync += [x2o.eq(buf_r.data), g2.eq(ln_r.data)]
+        # The per-bank constants (S, R, shift) are selected one stage early and registered, so the
+        # bank multiplexer never sits in front of a multiplier or the shifter.
+        # stage 3: H*s
+        hx3 = Signal(signed(f.residual.bits + hb + 1))
+        g3 = Signal(lnp_l)
+        s3 = Signal(signed(self._s_width))
+        m.d.sync += [hx3.eq(x2o * h), g3.eq(g2), s3.eq(per_bank(s_bank, o[2]))]
+        # stage 4: d = H*s - S
+        d4 = Signal(signed(self._s_width + 1))
+        g4 = Signal(lnp_l)
+        r4 = Signal(unsigned(rbits))
+        m.d.sync += [d4.eq(hx3 - s3), g4.eq(g3), r4.eq(per_bank(r_bank, o[3]))]
+        # stage 5: d*R partial products; stage 6: their sum
+        rhi, rlo = _split_product(m, d4, r4, "dr")
+        g5, g6 = Signal(lnp_l), Signal(lnp_l)
+        p6 = Signal(signed(len(d4) + rbits + 1))
+        sh5, sh6, sh7 = (Signal(unsigned(shw), name=f"sh{i}") for i in (5, 6, 7))
+        m.d.sync += [g5.eq(g4), p6.eq(_join(rhi, rlo)), g6.eq(g5),
+                     sh5.eq(per_bank(sh_bank, o[4])), sh6.eq(sh5), sh7.eq(sh6)]
+        # stages 7, 8: the floor shift by shift = rsqrt_frac + s/2 - norm_frac >= 0, in two steps
+        t7 = Signal.like(p6)
+        g7 = Signal(lnp_l)
+        m.d.sync += [t7.eq(p6 >> Cat(Const(0, 2), sh6[2:])), g7.eq(g6)]
+        n8 = Signal(signed(norm + bits_for(int(max_h ** 0.5) + 1) + 2))
+        g8 = Signal(lnp_l)
+        m.d.sync += [n8.eq(t7 >> sh7[:2]), g8.eq(g7)]
+        # stage 9: n*g partial products; stage 10: their sum; stage 11: + beta on the grid F3
+        ghi, glo = _split_product(m, n8, g8.gamma, "ng")
+        beta9, beta10 = Signal(signed(f.ln_bias.bits)), Signal(signed(f.ln_bias.bits))
+        ng10 = Signal(signed(len(n8) + f.ln_weight.bits + 1))
+        m.d.sync += [beta9.eq(g8.beta), ng10.eq(_join(ghi, glo)), beta10.eq(beta9)]
+        f3 = max(norm + fg, fbeta, fl)
+        z11 = Signal(signed(max(len(ng10) + f3 - norm - fg, f.ln_bias.bits + f3 - fbeta) + 1))
+        m.d.sync += z11.eq((ng10 << (f3 - norm - fg)) + (beta10 << (f3 - fbeta)))
+        # stage 12: floor onto the layernorm grid, saturate; stage 13: the FIFO input register
+        y12 = Signal(signed(f.layernorm.bits))
+        _sat(m, y12, z11 >> (f3 - fl), f.layernorm)
+        res = Signal(VectorOutput(f))
+        m.d.sync += [res.y.eq(y12), res.bit.eq(y12 >= 0), res.last.eq(o[12].last)]
+        assert lat == 13
+        m.d.comb += [
+            out_fifo.w_en.eq(o[13].valid),
+            out_fifo.w_data.eq(res),
+            self.o_stream.payload.eq(out_fifo.r_data),
+            self.o_stream.valid.eq(out_fifo.r_rdy),
+            out_fifo.r_en.eq(self.o_stream.ready),
+        ]
+        gave = self.o_stream.valid & self.o_stream.ready
+        with m.If(issue & ~gave):
+            m.d.sync += outstanding.eq(outstanding + 1)
+        with m.Elif(~issue & gave):
+            m.d.sync += outstanding.eq(outstanding - 1)
+        m.d.comb += pipe_busy.eq(Cat(*(ci.valid for ci in c[1:]), *(oi.valid for oi in o[1:])).any())
+        return m
