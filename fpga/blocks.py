@@ -35,6 +35,7 @@ DEFAULTS = {
     "threshold": {"p": 16, "width": 12, "max_channels": 1536, "word_bits": 64},
     "attention": {"d": 32, "max_len": 128, "kb": 16, "impl": "ecp5"},
     "vector": {"max_h": 384, "max_k": 1536},
+    "fetch": {"word_bits": 16, "tile_bits": 4096, "addr_width": 24, "max_tiles": 4096, "depth": 2},
 }
 
 #: Small configurations for the ``synth`` tests (seconds each; ``tests/baselines/hw_blocks_small.json``).
@@ -42,6 +43,7 @@ SMALL = {
     "threshold": {"p": 8, "width": 10, "max_channels": 128, "word_bits": 64},
     "attention": {"d": 16, "max_len": 32, "kb": 4, "impl": "ecp5"},
     "vector": {"max_h": 32, "max_k": 64},
+    "fetch": {"word_bits": 16, "tile_bits": 256, "addr_width": 16, "max_tiles": 64, "depth": 2},
 }
 
 
@@ -102,11 +104,29 @@ def synth_vector(max_h: int = 384, max_k: int = 1536, *, device: str = "LFE5U-85
                  "token_period_at_max_h": block.token_period(max_h)})
 
 
-SYNTH = {"threshold": synth_threshold, "attention": synth_attention, "vector": synth_vector}
+def synth_fetch(word_bits: int = 16, tile_bits: int = 4096, addr_width: int = 24, max_tiles: int = 4096,
+                depth: int = 2, *, device: str = "LFE5U-85F", target_mhz: float = GOAL_MHZ,
+                workdir: Path | None = None, seed: int = 1) -> dict:
+    """Synthesise a :class:`~bebert.hw.fetch.WeightFetch` in its wrapper; the JSON row.
+
+    The defaults are the ULX3S SDRAM's 16-bit words and the 16 x 256 PE array's 4096-bit tiles.
+    """
+    from ..hw.fetch import WeightFetch
+
+    block = WeightFetch(word_bits=word_bits, tile_bits=tile_bits, addr_width=addr_width, max_tiles=max_tiles,
+                        depth=depth)
+    res = synth_ecp5(RegisteredWrapper(block, inputs=("c_stream", "rsp_stream"), outputs=("o_stream", "req_stream")),
+                     device=device,
+                     target_mhz=target_mhz, workdir=workdir, seed=seed, name="fetch_top")
+    return _row(res, {"word_bits": word_bits, "tile_bits": tile_bits, "addr_width": addr_width,
+                      "max_tiles": max_tiles, "depth": depth}, {"words_per_tile": block.words_per_tile})
+
+
+SYNTH = {"threshold": synth_threshold, "attention": synth_attention, "vector": synth_vector, "fetch": synth_fetch}
 
 
 def synth_block(block: str, params: dict | None = None, **kw) -> dict:
-    """Synthesise ``block`` (``threshold`` or ``attention``) with ``params`` over its defaults."""
+    """Synthesise ``block`` (a key of ``SYNTH``) with ``params`` over its defaults."""
     if block not in SYNTH:
         raise ValueError(f"unknown block {block!r}; choose from {', '.join(SYNTH)}")
     return SYNTH[block](**{**DEFAULTS[block], **(params or {})}, **kw)
@@ -160,6 +180,16 @@ tree (6 LUT levels, mostly routing), the threshold unit's is the table EBR's clo
 register beside the data. The table holds nextpnr seed 1; the attention unit at seed 2 reached
 127.8 MHz (measured once).
 
+**Weight fetch unit** (`hw/fetch.py`, golden `golden/fetch.py`). Word reads from external memory
+(`req_stream` addresses, `rsp_stream` words in request order, any latency) assembled into tiles of
+`tile_bits` (4096 = the 16 x 256 PE array's weights per fold) for the consumer. A credit of
+`depth * words_per_tile` word slots lets requests run up to `depth` tiles ahead of the consumer, so
+the memory streams the next tiles while the current one is in use (double buffering at `depth=2`);
+responses always find room, so `rsp_stream.ready` is constant. In simulation a memory model with a
+latency and a bandwidth in bits per cycle serves the deployment file's packed words
+(`sim/memory.py`, `sim/tb_fetch.py`); tests show the total time stays near
+max(fetch, compute) + latency instead of their sum.
+
 ## Verification
 
 | block | Amaranth simulator | cocotb + Verilator |
@@ -168,6 +198,9 @@ register beside the data. The table holds nextpnr seed 1; the attention unit at 
 (P = 1, 4, 8, 16; 8- and 64-bit words), extremes, constant/masked channels, the attention table, \
 golden word order, throughput, the PE array's `o_stream` connected straight in (attention rows) \
 | `sim/tb_threshold.py`, `tests/test_threshold_cocotb.py` (P = 16, 12-bit), checker self-test |
+| fetch | `tests/test_fetch_sim.py`: every word/tile width ratio, random stalls, zero-tile commands, \
+overlap of fetch and compute, memory-image layout | `sim/tb_fetch.py`, `tests/test_fetch_cocotb.py` (a tiny \
+exported model as the memory image, SDRAM-like 12.8 bits/cycle), checker self-test |
 | attention | `tests/test_attention_sim.py`: heads of varying n back to back with random stalls \
 (odd d, kb = 1, kb > max_len), ties, balanced (C = 0), all masked, padded keys, throughput \
 | `sim/tb_attention.py`, `tests/test_attention_cocotb.py` (d = 32, the `ecp5` netlist), checker self-test |

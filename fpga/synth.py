@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from amaranth.back import verilog
-from amaranth.hdl import Cat, Module, Signal
+from amaranth.hdl import Cat, Module, Signal, Value
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
@@ -36,26 +36,30 @@ DEVICES = {
 
 
 class RegisteredWrapper(wiring.Component):
-    """Shift-register loader and unloader around a block with input streams and ``o_stream``.
+    """Shift-register loader and unloaders around a block with input and output streams.
 
     One shift register, as wide as the widest input payload, is loaded from
     ``din`` (``pins`` bits every cycle) and drives the payload of every stream in
     ``inputs``; each input stream has its own registered valid pin and ready
-    output. The output payload is captured on each transfer and shifted out on
-    ``dout``. Every block port is thus driven and observed by a flip-flop.
+    output. Each stream in ``outputs`` has a registered ready pin and valid
+    output; its payload is captured on each transfer and shifted out on its own
+    ``pins`` bits of ``dout``. Every block port is thus driven and observed by a
+    flip-flop.
     """
 
-    def __init__(self, block: wiring.Component, inputs: tuple[str, ...] = ("i_stream",), pins: int = 8):
+    def __init__(self, block: wiring.Component, inputs: tuple[str, ...] = ("i_stream",),
+                 outputs: tuple[str, ...] = ("o_stream",), pins: int = 8):
         self._block = block
         self._inputs = tuple(inputs)
+        self._outputs = tuple(outputs)
         self._pins = pins
         super().__init__({
             "din": In(pins),
             "in_valid": In(len(self._inputs)),
             "in_ready": Out(len(self._inputs)),
-            "out_ready": In(1),
-            "out_valid": Out(1),
-            "dout": Out(pins),
+            "out_ready": In(len(self._outputs)),
+            "out_valid": Out(len(self._outputs)),
+            "dout": Out(pins * len(self._outputs)),
         })
 
     def elaborate(self, platform):
@@ -63,26 +67,28 @@ class RegisteredWrapper(wiring.Component):
         m.submodules.block = block = self._block
         pins = self._pins
         streams = [getattr(block, name) for name in self._inputs]
-        w_in = max(len(s.payload.as_value()) for s in streams)
+        w_in = max(len(Value.cast(s.payload)) for s in streams)
         load = Signal(-(-w_in // pins) * pins)
         m.d.sync += load.eq(Cat(load[pins:], self.din))
         valid_r = Signal(len(streams))
-        out_ready_r = Signal()
+        out_ready_r = Signal(len(self._outputs))
         m.d.sync += [valid_r.eq(self.in_valid), out_ready_r.eq(self.out_ready)]
         for i, s in enumerate(streams):
-            bits = s.payload.as_value()
+            bits = Value.cast(s.payload)
             m.d.comb += [bits.eq(load[:len(bits)]), s.valid.eq(valid_r[i])]
             m.d.sync += self.in_ready[i].eq(s.ready)
-        m.d.comb += block.o_stream.ready.eq(out_ready_r)
-        m.d.sync += self.out_valid.eq(block.o_stream.valid)
 
-        out_bits = block.o_stream.payload.as_value()
-        unload = Signal(-(-len(out_bits) // pins) * pins)
-        with m.If(block.o_stream.valid & block.o_stream.ready):
-            m.d.sync += unload.eq(out_bits)
-        with m.Else():
-            m.d.sync += unload.eq(unload >> pins)
-        m.d.comb += self.dout.eq(unload[:pins])
+        for j, name in enumerate(self._outputs):
+            out = getattr(block, name)
+            m.d.comb += out.ready.eq(out_ready_r[j])
+            m.d.sync += self.out_valid[j].eq(out.valid)
+            out_bits = Value.cast(out.payload)
+            unload = Signal(-(-len(out_bits) // pins) * pins, name=f"unload_{name}")
+            with m.If(out.valid & out.ready):
+                m.d.sync += unload.eq(out_bits)
+            with m.Else():
+                m.d.sync += unload.eq(unload >> pins)
+            m.d.comb += self.dout[j * pins:(j + 1) * pins].eq(unload[:pins])
         return m
 
 
