@@ -97,6 +97,9 @@ def add_train_parser(subparsers) -> argparse.ArgumentParser:
     g.add_argument("--no-fixed-point", action="store_true",
                    help="train the student in floating point instead of the deployed fixed-point arithmetic")
     g.add_argument("--dropout", type=float, default=0.1, help="student hidden dropout (default: %(default)s)")
+    g.add_argument("--no-input-scales", action="store_true",
+                   help="W1A1 from a teacher: do not fold the teacher's mean |input| of each binary layer into its "
+                        "weight scale (XNOR-Net activation scale; without it the binary branches start 2-4x too large)")
     g = p.add_argument_group("ensemble")
     g.add_argument("--members", type=int, default=None,
                    help="ensemble size (default: 1 for student, 2 for ensemble)")
@@ -213,6 +216,7 @@ def run_train(args: argparse.Namespace) -> int:
             fixed_point=not args.no_fixed_point,
             embedding_scale=args.embedding_scale,
             hidden_dropout=args.dropout,
+            input_scales=not args.no_input_scales,
             lowercase=not args.cased,
             device=args.device,
             threads=args.threads,

@@ -480,6 +480,52 @@ class BinaryBertForSequenceClassification(nn.Module):
         self.load_state_dict(used, strict=False)
         return sorted(set(own) - set(used))
 
+    def binary_linear_names(self) -> list[str]:
+        """Names of the binary linear layers (Hugging Face names, e.g. ``bert.pooler.dense``)."""
+        return [n for n, m in self.named_modules() if isinstance(m, QuantLinear)]
+
+    @torch.no_grad()
+    def fold_input_scales(self, scales: dict[str, float]) -> dict[str, float]:
+        """Fold an activation scale into the latent weights of binary-input (W1A1) layers.
+
+        A W1A1 layer sees ``sign(x)``, of magnitude 1, where the full-precision teacher it was
+        initialized from saw ``x``. The binary approximation of the teacher's ``x . W`` is
+        ``beta * alpha * (sign(x) . sign(W))`` with ``beta = E|x|`` (XNOR-Net's activation
+        scale); without ``beta`` every binary branch starts ``1 / E|x|`` (about 2-4x) too
+        large relative to the residual stream and the bias, the residual information is
+        drowned by layer 2 and the student does not learn. Multiplying the latent weights by
+        ``beta`` puts ``beta`` into ``alpha = mean |W_c|`` exactly (signs unchanged), so the
+        deployed arithmetic and the integer contract are untouched.
+
+        Parameters
+        ----------
+        scales : dict
+            ``beta`` per layer name (see :meth:`binary_linear_names`), e.g. the teacher's mean
+            absolute input of that layer (:func:`bebert.model.teacher.linear_input_scales`).
+            Layers not named keep their weights.
+
+        Returns
+        -------
+        dict
+            The scales applied (empty for backbones with multi-bit activations, whose LSQ
+            quantizers keep the input's magnitude).
+        """
+        if self.config.backbone != "w1a1":
+            return {}
+        applied = {}
+        mods = dict(self.named_modules())
+        for name, beta in scales.items():
+            mod = mods.get(name)
+            if not isinstance(mod, QuantLinear):
+                raise ValueError(f"{name} is not a binary linear layer of this model")
+            if not (math.isfinite(beta) and beta > 0):
+                raise ValueError(f"Input scale of {name} must be positive and finite, not {beta!r}")
+            mod.weight.mul_(beta)
+            if self.config.tws:
+                mod.weight_2.mul_(beta)
+            applied[name] = float(beta)
+        return applied
+
 
 class Ensemble(nn.Module):
     """Members combined by their boosting weights: ``logits = sum_m fq(w_m / W) * logits_m``.

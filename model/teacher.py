@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-__all__ = ["default_base_model", "load_hf_classifier", "vocab_path_of"]
+__all__ = ["default_base_model", "load_hf_classifier", "vocab_path_of", "linear_input_scales"]
 
 
 def default_base_model() -> str:
@@ -80,3 +80,57 @@ def load_hf_classifier(path: str | os.PathLike, num_labels: int, strict_labels: 
     if not hasattr(model, "bert"):
         raise ValueError(f"{path} is not a BERT-family model (model_type={config.model_type!r})")
     return model.eval()
+
+
+def linear_input_scales(model, batches, names) -> dict[str, float]:
+    """Mean absolute input of some linear layers of a Hugging Face BERT, over real tokens.
+
+    Parameters
+    ----------
+    model : transformers.PreTrainedModel
+        The teacher (run in eval mode, without gradients).
+    batches : iterable of dict
+        Collated batches (``input_ids``, ``attention_mask``, ``token_type_ids``).
+    names : list of str
+        Module names (``bert.encoder.layer.0.attention.self.query``, ``bert.pooler.dense`` ...).
+
+    Returns
+    -------
+    dict
+        ``E|x|`` per name, averaged over every input element of a non-padding token (the
+        pooler's input is the first token of each sequence).
+    """
+    import torch
+
+    mods = dict(model.named_modules())
+    missing = [n for n in names if n not in mods]
+    if missing:
+        raise ValueError(f"The teacher has no layers named {missing[:3]}")
+    sums = {n: 0.0 for n in names}
+    counts = {n: 0 for n in names}
+    current: dict[str, torch.Tensor] = {}
+
+    def hook(name):
+        def fn(_mod, args):
+            x = args[0].detach().abs()
+            m = current["mask"]
+            if x.dim() == 3 and x.shape[:2] == m.shape:
+                x = x[m]
+            sums[name] += float(x.double().sum())
+            counts[name] += x.numel()
+
+        return fn
+
+    handles = [mods[n].register_forward_pre_hook(hook(n)) for n in names]
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            for b in batches:
+                current["mask"] = b["attention_mask"].bool()
+                model(input_ids=b["input_ids"], attention_mask=b["attention_mask"], token_type_ids=b["token_type_ids"])
+    finally:
+        for h in handles:
+            h.remove()
+        model.train(was_training)
+    return {n: sums[n] / counts[n] for n in names if counts[n]}

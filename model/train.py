@@ -52,7 +52,7 @@ from .ensemble import bootstrap_indices, derive_seed, epoch_order, samme_update
 from .fixedpoint import FixedPointConfig
 from .metrics import compute_metrics
 from .student import BinaryBertForSequenceClassification, Ensemble
-from .teacher import default_base_model, load_hf_classifier, vocab_path_of
+from .teacher import default_base_model, linear_input_scales, load_hf_classifier, vocab_path_of
 from .tws import split_ternary_model
 
 __all__ = ["TrainConfig", "Trainer", "predict_logits", "evaluate_logits", "RUNTIME_FIELDS"]
@@ -117,6 +117,10 @@ class TrainConfig:
         Train the student with fixed-point fake quantization (the deployed arithmetic).
     embedding_scale : str
         Word-embedding scale granularity of a new student (``row`` or ``tensor``).
+    input_scales : bool
+        W1A1 student built from a teacher: fold each binary layer's input scale
+        ``beta = E|x|``, measured on the teacher, into its weights (XNOR-Net's activation
+        scale; :meth:`~bebert.model.student.BinaryBertForSequenceClassification.fold_input_scales`).
     hidden_dropout : float
         Student dropout. (``fixed_point``, ``embedding_scale`` and ``hidden_dropout`` apply
         to a student built from a teacher; a student ``init`` keeps its own model config.)
@@ -160,6 +164,7 @@ class TrainConfig:
     fixed_point: bool = True
     embedding_scale: str = "row"
     hidden_dropout: float = 0.1
+    input_scales: bool = True
     lowercase: bool = True
     device: str = "auto"
     threads: int | None = None
@@ -401,6 +406,17 @@ class Trainer:
         )
         model = BinaryBertForSequenceClassification(mcfg)
         model.load_teacher_state(hf.state_dict())
+        if cfg.input_scales and mcfg.backbone == "w1a1":
+            # sign(x) has magnitude 1 where the teacher saw x: fold beta = E|x| (measured on
+            # the teacher over the first training sentences) into alpha, or every binary branch
+            # starts 2-4x too large for its residual stream and bias (see fold_input_scales)
+            n = min(len(self.train_ds), 256)
+            batches = [collate(self.train_ds, range(i, min(i + 64, n))) for i in range(0, n, 64)]
+            scales = linear_input_scales(hf, batches, model.binary_linear_names())
+            model.fold_input_scales(scales)
+            self.log("input scales folded into alpha: " + " ".join(
+                f"{k.replace('bert.encoder.layer.', 'L').replace('attention.', 'att.')}={v:.3f}"
+                for k, v in scales.items() if k.startswith(("bert.encoder.layer.0.", "bert.pooler."))))
         return model
 
     def _fresh_initial(self):

@@ -168,3 +168,73 @@ def test_minilm_teacher_loads_offline_and_initializes_a_student():
     with torch.no_grad():
         assert student(b["input_ids"], b["attention_mask"], b["token_type_ids"]).logits.shape == (2, 2)
         assert hf(input_ids=b["input_ids"], attention_mask=b["attention_mask"]).logits.shape == (2, 2)
+
+
+def _branch_ratios(student, teacher, b):
+    """Mean |dense output| / mean |residual| at every residual add, student and teacher."""
+    mask = b["attention_mask"].bool()
+    got = {}
+    hs = []
+    for tag, model in (("s", student), ("t", teacher)):
+        for i, layer in enumerate(model.bert.encoder.layer):
+            for name, mod in (("att", layer.attention.output), ("ffn", layer.output)):
+                key = (tag, i, name)
+                hs.append(mod.dense.register_forward_hook(
+                    lambda m, a, o, k=key: got.setdefault(k, {}).update(y=o.detach())))
+                hs.append(mod.register_forward_hook(
+                    lambda m, a, o, k=key: got.setdefault(k, {}).update(r=a[1].detach())))
+    with torch.no_grad():
+        student(b["input_ids"], b["attention_mask"], b["token_type_ids"])
+        teacher(input_ids=b["input_ids"], attention_mask=b["attention_mask"], token_type_ids=b["token_type_ids"])
+    for h in hs:
+        h.remove()
+    ratio = lambda k: float(got[k]["y"][mask].abs().mean() / got[k]["r"][mask].abs().mean())  # noqa: E731
+    keys = [k[1:] for k in got if k[0] == "s"]
+    return [ratio(("s",) + k) for k in keys], [ratio(("t",) + k) for k in keys]
+
+
+def test_input_scales_fold_into_alpha_and_keep_the_residual_stream(tiny_hf_teacher, sst2_batch):
+    """Regression: a W1A1 student copied from a teacher saw sign(x) (magnitude 1) where the
+    teacher saw x (E|x| ~ 0.3 on MiniLM), so every binary branch started 2-4x too large for its
+    residual stream and a teacher-initialized student stayed at chance. The teacher's E|x| is
+    folded into alpha through the latent weights (signs, and so the integer contract, unchanged)."""
+    from bebert.model.binarize import binarize_weight
+    from bebert.model.teacher import linear_input_scales
+
+    b = {k: v[:16] for k, v in sst2_batch.items()}
+    plain = BinaryBertForSequenceClassification(_tiny()).eval()
+    plain.load_teacher_state(tiny_hf_teacher.state_dict())
+    scaled = BinaryBertForSequenceClassification(_tiny()).eval()
+    scaled.load_teacher_state(tiny_hf_teacher.state_dict())
+    names = scaled.binary_linear_names()
+    assert len(names) == 2 * 6 + 1 and "bert.pooler.dense" in names
+    scales = linear_input_scales(tiny_hf_teacher, [b], names)
+    assert set(scales) == set(names) and all(0 < v < 10 for v in scales.values())
+    # the pooler sees the first token of the last hidden state
+    with torch.no_grad():
+        last = tiny_hf_teacher(input_ids=b["input_ids"], attention_mask=b["attention_mask"],
+                               token_type_ids=b["token_type_ids"], output_hidden_states=True).hidden_states[-1]
+    assert scales["bert.pooler.dense"] == pytest.approx(float(last[:, 0].abs().mean()), rel=1e-5)
+    assert scaled.fold_input_scales(scales) == scales
+    mods_p, mods_s = dict(plain.named_modules()), dict(scaled.named_modules())
+    for n in names:
+        sp, ap = binarize_weight(mods_p[n].weight, center=True)
+        ss, as_ = binarize_weight(mods_s[n].weight, center=True)
+        assert torch.equal(sp, ss)
+        assert torch.allclose(as_, ap * scales[n], rtol=1e-5, atol=0)
+    # the binary branches no longer drown the residual stream: at every residual add the
+    # student's |branch| / |residual| is within 2x of the teacher's (without the scales it is
+    # several times larger)
+    s_plain, t = _branch_ratios(plain, tiny_hf_teacher, b)
+    s_scaled, _ = _branch_ratios(scaled, tiny_hf_teacher, b)
+    assert all(0.5 < s / r < 2 for s, r in zip(s_scaled, t)), (s_scaled, t)
+    assert all(p > 2 * s for p, s in zip(s_plain, s_scaled)), (s_plain, s_scaled)
+    # multi-bit backbones keep the input's magnitude (LSQ): nothing to fold
+    w1a4 = BinaryBertForSequenceClassification(_tiny("w1a4"))
+    before = w1a4.bert.pooler.dense.weight.clone()
+    assert w1a4.fold_input_scales({"bert.pooler.dense": 0.5}) == {}
+    assert torch.equal(w1a4.bert.pooler.dense.weight, before)
+    with pytest.raises(ValueError, match="not a binary linear"):
+        scaled.fold_input_scales({"classifier": 0.5})
+    with pytest.raises(ValueError, match="positive"):
+        scaled.fold_input_scales({"bert.pooler.dense": 0.0})
