@@ -14,8 +14,7 @@ import cocotb
 import numpy as np
 
 from .attention_jobs import KINDS, decode_output, encode_beats, expected_rows, make_head
-from .cocotb_streams import random_gen
-from .tb_common import ScoreboardTB, load_config
+from .tb_common import ScoreboardTB, load_config, stalls
 
 DEFAULTS = {"heads": 6}
 
@@ -48,7 +47,7 @@ class TB(ScoreboardTB):
 async def random_with_backpressure(dut):
     """Heads of random length n <= max_len and random query counts, random idle cycles and backpressure."""
     cfg = load_config(**DEFAULTS)
-    tb = TB(dut, random_gen(cfg["idle"] or 0.3, cfg["seed"]), random_gen(cfg["stall"] or 0.3, cfg["seed"] + 1))
+    tb = TB(dut, *stalls(cfg))
     await tb.reset()
     rng = np.random.default_rng(cfg["seed"])
     ns = rng.integers(1, tb.max_len + 1, size=cfg["heads"])
@@ -58,24 +57,20 @@ async def random_with_backpressure(dut):
     for i, n in enumerate(ns):
         m = int(rng.integers(1, tb.max_len + 1))
         cycles += tb.submit(make_head(rng, tb.d, int(n), m, kinds[i % len(kinds)]))
-    await tb.drain(tb.submitted, cycles * 10 + 1000)
-    tb.assert_clean()
-    assert tb.checked == tb.submitted
+    await tb.finish(tb.submitted, cycles * 10 + 1000)
 
 
 @cocotb.test()
 async def edge_heads(dut):
     """Every head kind at boundary lengths (1, kb - 1, kb, kb + 1, max_len)."""
     cfg = load_config(**DEFAULTS)
-    tb = TB(dut, random_gen(0.2, cfg["seed"] + 2), random_gen(0.2, cfg["seed"] + 3))
+    tb = TB(dut, *stalls(cfg, fixed=0.2, offset=2))
     await tb.reset()
     rng = np.random.default_rng(cfg["seed"] + 4)
     kb, nmax = tb.kb, tb.max_len
     ns = sorted({n for n in (1, kb - 1, kb, kb + 1, nmax) if 1 <= n <= nmax})
     cycles = sum(tb.submit(make_head(rng, tb.d, n, min(n, 8), kind)) for kind in KINDS for n in ns)
-    await tb.drain(tb.submitted, cycles * 10 + 1000)
-    tb.assert_clean()
-    assert tb.checked == tb.submitted
+    await tb.finish(tb.submitted, cycles * 10 + 1000)
 
 
 @cocotb.test()
@@ -87,8 +82,7 @@ async def throughput(dut):
     rng = np.random.default_rng(cfg["seed"] + 5)
     heads = 3
     ideal = sum(tb.submit(make_head(rng, tb.d, tb.max_len)) for _ in range(heads))
-    await tb.drain(tb.submitted, ideal * 4 + 500)
-    tb.assert_clean()
+    await tb.finish(tb.submitted, ideal * 4 + 500)
     cycles = tb.measured_cycles()
     report = {"d": tb.d, "max_len": tb.max_len, "kb": tb.kb, "heads": heads, "n": tb.max_len,
               "ideal_cycles": ideal, "cycles": cycles, "cycles_per_head": cycles / heads,

@@ -20,9 +20,9 @@ import cocotb
 from cocotb.clock import Clock
 from cocotb.triggers import ClockCycles, RisingEdge, with_timeout
 
-from .cocotb_streams import StreamSink, StreamSource, never
+from .cocotb_streams import StreamSink, StreamSource, never, random_gen
 
-__all__ = ["PERIOD_NS", "load_config", "ScoreboardTB"]
+__all__ = ["PERIOD_NS", "load_config", "stalls", "ScoreboardTB"]
 
 PERIOD_NS = 10
 
@@ -32,6 +32,17 @@ def load_config(**defaults) -> dict:
     cfg = {"seed": 1, "idle": 0.0, "stall": 0.0, **defaults}
     cfg.update(json.loads(os.environ.get("BEBERT_TB", "{}")))
     return cfg
+
+
+def stalls(cfg: dict, default: float = 0.3, offset: int = 0, fixed: float | None = None):
+    """``(idle, backpressure)`` generators seeded from ``cfg["seed"] + offset``.
+
+    Probabilities come from ``cfg["idle"]`` / ``cfg["stall"]`` (or ``default`` when 0), or are
+    ``fixed`` for both.
+    """
+    idle = fixed if fixed is not None else (cfg["idle"] or default)
+    stall = fixed if fixed is not None else (cfg["stall"] or default)
+    return random_gen(idle, cfg["seed"] + offset), random_gen(stall, cfg["seed"] + offset + 1)
 
 
 class ScoreboardTB:
@@ -103,6 +114,12 @@ class ScoreboardTB:
     async def drain(self, n_results: int, timeout_cycles: int) -> None:
         """Wait until ``n_results`` output beats were taken (or fail after ``timeout_cycles``)."""
         await with_timeout(self.until(lambda: self.sink.received >= n_results), timeout_cycles * PERIOD_NS, "ns")
+
+    async def finish(self, n_results: int, timeout_cycles: int) -> None:
+        """Drain ``n_results`` outputs, then require every one checked and none wrong or missing."""
+        await self.drain(n_results, timeout_cycles)
+        self.assert_clean()
+        assert self.checked == n_results, f"checked {self.checked} results, expected {n_results}"
 
     def assert_clean(self) -> None:
         assert not self.mismatches, (

@@ -105,9 +105,8 @@ async def tensors_with_backpressure(dut):
     tb = TB(dut, random_gen(cfg["stall"] or 0.4, cfg["seed"] + 1))
     await tb.reset()
     n = sum(tb.command(b, t) for b, t in tb.tensor_commands(limit=12))
-    await tb.drain(n, n * tb.wpt * 40 + 2000)
-    tb.assert_clean()
-    assert tb.checked == n and tb.memory.reads == n * tb.wpt
+    await tb.finish(n, n * tb.wpt * 40 + 2000)
+    assert tb.memory.reads == n * tb.wpt, f"{tb.memory.reads} memory reads for {n} tiles of {tb.wpt} words"
 
 
 @cocotb.test()
@@ -132,8 +131,7 @@ async def throughput(dut):
     # one word per cycle at most crosses the memory port, whatever the memory could deliver
     bw = min(cfg["bits_per_cycle"], tb.word_bits)
     fetch = tiles * tb.wpt * tb.word_bits / bw
-    await tb.drain(tiles, int(fetch + tiles * compute) * 4 + 2000)
-    tb.assert_clean()
+    await tb.finish(tiles, int(fetch + tiles * compute) * 4 + 2000)
     cycles = tb.measured_cycles()
     bound = max(fetch, tiles * compute)
     report = {"word_bits": tb.word_bits, "tile_bits": tb.tile_bits, "tiles": tiles, "latency": cfg["latency"],

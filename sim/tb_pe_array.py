@@ -14,9 +14,8 @@ import cocotb
 import numpy as np
 
 from ..golden.pe_array import Mode, pack_bits, popcount_dot
-from .cocotb_streams import random_gen
 from .pe_jobs import KINDS, Job, acc_width, decode_result, encode_beats, expected, make_job
-from .tb_common import ScoreboardTB, load_config
+from .tb_common import ScoreboardTB, load_config, stalls
 
 
 DEFAULTS = {"jobs": 20}
@@ -56,20 +55,18 @@ def random_jobs(cfg, rng):
 async def random_with_backpressure(dut):
     """Random jobs, random idle cycles on the input and random backpressure on the output."""
     cfg = load_config(**DEFAULTS)
-    tb = TB(dut, random_gen(cfg["idle"] or 0.3, cfg["seed"]), random_gen(cfg["stall"] or 0.3, cfg["seed"] + 1))
+    tb = TB(dut, *stalls(cfg))
     await tb.reset()
     rng = np.random.default_rng(cfg["seed"])
     beats = sum(tb.submit(job) for job in random_jobs(cfg, rng))
-    await tb.drain(cfg["jobs"], beats * 10 + 500)
-    tb.assert_clean()
-    assert tb.checked == cfg["jobs"]
+    await tb.finish(cfg["jobs"], beats * 10 + 500)
 
 
 @cocotb.test()
 async def edge_patterns(dut):
     """All ones, all zeros, alternating bits, lengths around the fold and word boundaries."""
     cfg = load_config(**DEFAULTS)
-    tb = TB(dut, random_gen(0.2, cfg["seed"] + 2), random_gen(0.2, cfg["seed"] + 3))
+    tb = TB(dut, *stalls(cfg, fixed=0.2, offset=2))
     await tb.reset()
     rng = np.random.default_rng(cfg["seed"] + 4)
     s, kmax = cfg["s"], cfg["max_k"]
@@ -78,9 +75,7 @@ async def edge_patterns(dut):
     if cfg.get("max_shift", 0) >= 3:
         jobs += [make_job(rng, cfg["p"], k, Mode.XNOR, kind, bits=4) for kind in KINDS for k in ks]
     beats = sum(tb.submit(job) for job in jobs)
-    await tb.drain(len(jobs), beats * 10 + 500)
-    tb.assert_clean()
-    assert tb.checked == len(jobs)
+    await tb.finish(len(jobs), beats * 10 + 500)
 
 
 @cocotb.test()
@@ -92,8 +87,7 @@ async def throughput(dut):
     rng = np.random.default_rng(cfg["seed"] + 5)
     jobs = random_jobs(cfg, rng)
     beats = sum(tb.submit(job) for job in jobs)
-    await tb.drain(len(jobs), beats * 4 + 500)
-    tb.assert_clean()
+    await tb.finish(len(jobs), beats * 4 + 500)
     cycles = tb.measured_cycles()
     report = {"p": tb.p, "s": tb.s, "jobs": len(jobs), "beats": beats, "ideal_cycles": beats,
               "cycles": cycles, "checked": tb.checked, "mismatches": len(tb.mismatches),
@@ -128,8 +122,7 @@ async def matmul(dut):
             rows[: min(p, m_rows - t * p)] = w[t * p:(t + 1) * p]
             beats += tb.submit(Job(x[i], rows, mode))
     n_jobs = n_vec * tiles
-    await tb.drain(n_jobs, beats * 4 + 1000)
-    tb.assert_clean()
+    await tb.finish(n_jobs, beats * 4 + 1000)
     cycles = tb.measured_cycles()
     y = popcount_dot(pack_bits(x), pack_bits(w), k, mode)
     report = {"m": m_rows, "n": n_vec, "k": k, "p": p, "s": s, "mode": mode.name, "jobs": n_jobs,

@@ -15,8 +15,7 @@ from __future__ import annotations
 import cocotb
 import numpy as np
 
-from .cocotb_streams import random_gen
-from .tb_common import ScoreboardTB, load_config
+from .tb_common import ScoreboardTB, load_config, stalls
 from .threshold_jobs import KINDS, decode_output, encode_beats, encode_loads, expected_words, make_job
 
 DEFAULTS = {"word_bits": 64, "jobs": 8, "vectors": 3}
@@ -69,22 +68,20 @@ def random_jobs(cfg, rng, kinds=("random", "extremes")):
 async def random_with_backpressure(dut):
     """Random tables and vectors of random length, random idle cycles and random backpressure."""
     cfg = load_config(**DEFAULTS)
-    tb = TB(dut, random_gen(cfg["idle"] or 0.3, cfg["seed"]), random_gen(cfg["stall"] or 0.3, cfg["seed"] + 1))
+    tb = TB(dut, *stalls(cfg))
     await tb.reset()
     rng = np.random.default_rng(cfg["seed"])
     words = 0
     for job in random_jobs(cfg, rng):
         words += await tb.run_job(job)
-    await tb.drain(words, words * 20 + 500)
-    tb.assert_clean()
-    assert tb.checked == words
+    await tb.finish(words, words * 20 + 500)
 
 
 @cocotb.test()
 async def edge_tables(dut):
     """Every kind (extremes, constant and masked channels, the attention rule) at boundary lengths."""
     cfg = load_config(**DEFAULTS)
-    tb = TB(dut, random_gen(0.2, cfg["seed"] + 2), random_gen(0.2, cfg["seed"] + 3))
+    tb = TB(dut, *stalls(cfg, fixed=0.2, offset=2))
     await tb.reset()
     rng = np.random.default_rng(cfg["seed"] + 4)
     p, cmax = cfg["p"], cfg["max_channels"]
@@ -93,9 +90,7 @@ async def edge_tables(dut):
     for kind in KINDS:
         for c in cs:
             words += await tb.run_job(make_job(rng, c, cfg["width"], 2, kind))
-    await tb.drain(words, words * 20 + 500)
-    tb.assert_clean()
-    assert tb.checked == words
+    await tb.finish(words, words * 20 + 500)
 
 
 @cocotb.test()
@@ -111,8 +106,7 @@ async def throughput(dut):
     words = tb.expect(expected_words(job, tb.p, tb.word_bits))
     beats = encode_beats(job, tb.p, tb.width)
     tb.source.send(beats)
-    await tb.drain(words, len(beats) * 4 + 500)
-    tb.assert_clean()
+    await tb.finish(words, len(beats) * 4 + 500)
     cycles = tb.measured_cycles()
     report = {"p": tb.p, "width": tb.width, "channels": c, "vectors": 12, "beats": len(beats),
               "ideal_cycles": len(beats), "cycles": cycles, "words": words, "checked": tb.checked}

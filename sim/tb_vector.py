@@ -16,8 +16,7 @@ import cocotb
 import numpy as np
 
 from ..golden.vector import VectorFormats
-from .cocotb_streams import random_gen
-from .tb_common import ScoreboardTB, load_config
+from .tb_common import ScoreboardTB, load_config, stalls
 from .vector_jobs import KINDS, decode_output, encode_beats, encode_loads, expected_outputs, make_job
 
 DEFAULTS = {"jobs": 6, "tokens": 2}
@@ -67,7 +66,7 @@ class TB(ScoreboardTB):
 async def random_with_backpressure(dut):
     """Random tables and tokens of random length and kind, random idle cycles and backpressure."""
     cfg = load_config(**DEFAULTS)
-    tb = TB(dut, random_gen(cfg["idle"] or 0.3, cfg["seed"]), random_gen(cfg["stall"] or 0.3, cfg["seed"] + 1))
+    tb = TB(dut, *stalls(cfg))
     await tb.reset()
     rng = np.random.default_rng(cfg["seed"])
     hs = rng.integers(1, cfg["max_h"] + 1, size=cfg["jobs"])
@@ -75,25 +74,21 @@ async def random_with_backpressure(dut):
     n = 0
     for i, h in enumerate(hs):
         n += await tb.run_job(tb.job(rng, int(h), KINDS[i % len(KINDS)]))
-    await tb.drain(n, n * 30 + 2000)
-    tb.assert_clean()
-    assert tb.checked == n
+    await tb.finish(n, n * 30 + 2000)
 
 
 @cocotb.test()
 async def edge_tokens(dut):
     """Every kind (saturation, zero and tiny variance, extremes) at short and full lengths."""
     cfg = load_config(**DEFAULTS)
-    tb = TB(dut, random_gen(0.2, cfg["seed"] + 2), random_gen(0.2, cfg["seed"] + 3))
+    tb = TB(dut, *stalls(cfg, fixed=0.2, offset=2))
     await tb.reset()
     rng = np.random.default_rng(cfg["seed"] + 4)
     n = 0
     for kind in KINDS:
         for h in (1, 2, 17, cfg["max_h"]):
             n += await tb.run_job(tb.job(rng, h, kind, tokens=1))
-    await tb.drain(n, n * 30 + 2000)
-    tb.assert_clean()
-    assert tb.checked == n
+    await tb.finish(n, n * 30 + 2000)
 
 
 @cocotb.test()
@@ -108,8 +103,7 @@ async def throughput(dut):
     await tb.load_table(job)
     n = tb.expect(expected_outputs(job, tb.fmts))
     tb.source.send(encode_beats(job, tb.fmts, tb.acc_width))
-    await tb.drain(n, tokens * h * 4 + 2000)
-    tb.assert_clean()
+    await tb.finish(n, tokens * h * 4 + 2000)
     cycles = tb.measured_cycles()
     report = {"h": h, "tokens": tokens, "cycles": cycles, "cycles_per_token": round(cycles / tokens, 1),
               "channels_per_cycle": round(h * tokens / cycles, 3), "checked": tb.checked,
