@@ -25,6 +25,7 @@ import dataclasses
 import io
 import json
 import math
+import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -570,7 +571,7 @@ class Trainer:
             prog: dict[str, Any] = dict(
                 member=0, epoch=0, step=0, global_step=0, loss_sum=0.0, loss_count=0,
                 weights=[], errors=[], metrics=[], sample_weights=torch.full((n,), 1.0 / n, dtype=torch.float64),
-                done=False,
+                done=False, seconds=0.0, member_seconds=[],
             )
             tensors: dict[str, torch.Tensor] = {}
             resume_mid_member = False
@@ -578,9 +579,17 @@ class Trainer:
             info, tensors = loaded
             prog = {k: info[k] for k in ("member", "epoch", "step", "global_step", "loss_sum", "loss_count",
                                          "weights", "errors", "metrics", "done")}
+            prog["seconds"] = float(info.get("seconds", 0.0))
+            prog["member_seconds"] = list(info.get("member_seconds", []))
             prog["sample_weights"] = tensors["boost.weights"]
             resume_mid_member = True
             self.log(f"Resuming {self.out} at member {prog['member']}, epoch {prog['epoch']}, step {prog['step']}")
+
+        t_start, base_seconds = time.perf_counter(), prog["seconds"]
+
+        def tick() -> float:
+            prog["seconds"] = base_seconds + time.perf_counter() - t_start
+            return prog["seconds"]
 
         members: list = []
         for m in range(prog["member"]):
@@ -640,6 +649,7 @@ class Trainer:
                             bar.set_postfix(loss=f"{prog['loss_sum'] / prog['loss_count']:.4f}")
                         stop = stop_after_steps is not None and steps_this_call >= stop_after_steps
                         if stop or (cfg.checkpoint_every and prog["global_step"] % cfg.checkpoint_every == 0):
+                            tick()
                             self._save_state(model, opt, sched, prog)
                         if stop:
                             raise _Interrupted
@@ -653,6 +663,7 @@ class Trainer:
                     self.log(self._fmt_row(row))
                     prog.update(epoch=e + 1, step=0, loss_sum=0.0, loss_count=0)
                     self._write_metrics(prog["metrics"])
+                    tick()
                     self._save_state(model, opt, sched, prog)
             except _Interrupted:
                 self.log(f"Stopped after {steps_this_call} steps; state saved in {self._state_dir()}")
@@ -668,6 +679,7 @@ class Trainer:
             members.append(model)
             prog["weights"].append(alpha)
             prog["errors"].append(err)
+            prog["member_seconds"] = prog["member_seconds"][:m] + [round(tick(), 1)]
             save_tensors(self.out / "members" / f"{m}.safetensors", model.state_dict())
             if cfg.kind == "student":
                 ens = Ensemble(members, prog["weights"], model.config.fixed_point if model.config.fixed_point.enabled else None)
@@ -683,6 +695,14 @@ class Trainer:
             prog.update(member=m + 1, epoch=0, step=0, loss_sum=0.0, loss_count=0)
 
         self._write_final(members, prog["weights"])
+        tick()
+        # Wall-clock time is kept apart from metrics.json, which is deterministic for a seed.
+        save_json(self.out / "timing.json", {
+            "train_seconds": round(prog["seconds"], 1),
+            "member_end_seconds": prog["member_seconds"],
+            "note": "wall-clock seconds over all calls of this run (resumes add up), evaluation included",
+        })
+        self.log(f"training took {prog['seconds']:.0f} s (timing.json)")
         prog["done"] = True
         self._save_done(prog)
         self._write_metrics(prog["metrics"])

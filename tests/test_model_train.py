@@ -88,6 +88,9 @@ def test_boosted_ensemble_run(tmp_path, teacher):
     csv_lines = (tmp_path / "ens" / "metrics.csv").read_text().splitlines()
     assert len(csv_lines) == 11 and "dev_acc" in csv_lines[0]
     assert (tmp_path / "ens" / "dev_metric.png").stat().st_size > 1000
+    timing = json.loads((tmp_path / "ens" / "timing.json").read_text())
+    ends = timing["member_end_seconds"]
+    assert len(ends) == 2 and 0 < ends[0] <= ends[1] <= timing["train_seconds"]
 
 
 @pytest.mark.parametrize(
