@@ -35,7 +35,8 @@ DEFAULTS = {
     "threshold": {"p": 16, "width": 12, "max_channels": 1536, "word_bits": 64},
     "attention": {"d": 32, "max_len": 128, "kb": 16, "impl": "ecp5"},
     "vector": {"max_h": 384, "max_k": 1536},
-    "fetch": {"word_bits": 16, "tile_bits": 4096, "addr_width": 24, "max_tiles": 4096, "depth": 2},
+    "fetch": {"word_bits": 16, "tile_bits": 4096, "addr_width": 24, "max_tiles": 4096, "depth": 2,
+              "chunk_bits": 64, "impl": "ecp5"},
 }
 
 #: Small configurations for the ``synth`` tests (seconds each; ``tests/baselines/hw_blocks_small.json``).
@@ -43,7 +44,8 @@ SMALL = {
     "threshold": {"p": 8, "width": 10, "max_channels": 128, "word_bits": 64},
     "attention": {"d": 16, "max_len": 32, "kb": 4, "impl": "ecp5"},
     "vector": {"max_h": 32, "max_k": 64},
-    "fetch": {"word_bits": 16, "tile_bits": 256, "addr_width": 16, "max_tiles": 64, "depth": 2},
+    "fetch": {"word_bits": 16, "tile_bits": 256, "addr_width": 16, "max_tiles": 64, "depth": 2,
+              "chunk_bits": 64, "impl": "ecp5"},
 }
 
 
@@ -105,7 +107,8 @@ def synth_vector(max_h: int = 384, max_k: int = 1536, *, device: str = "LFE5U-85
 
 
 def synth_fetch(word_bits: int = 16, tile_bits: int = 4096, addr_width: int = 24, max_tiles: int = 4096,
-                depth: int = 2, *, device: str = "LFE5U-85F", target_mhz: float = GOAL_MHZ,
+                depth: int = 2, chunk_bits: int = 64, impl: str = "ecp5", *, device: str = "LFE5U-85F",
+                target_mhz: float = GOAL_MHZ,
                 workdir: Path | None = None, seed: int = 1) -> dict:
     """Synthesise a :class:`~bebert.hw.fetch.WeightFetch` in its wrapper; the JSON row.
 
@@ -114,12 +117,13 @@ def synth_fetch(word_bits: int = 16, tile_bits: int = 4096, addr_width: int = 24
     from ..hw.fetch import WeightFetch
 
     block = WeightFetch(word_bits=word_bits, tile_bits=tile_bits, addr_width=addr_width, max_tiles=max_tiles,
-                        depth=depth)
+                        depth=depth, chunk_bits=chunk_bits, impl=impl)
     res = synth_ecp5(RegisteredWrapper(block, inputs=("c_stream", "rsp_stream"), outputs=("o_stream", "req_stream")),
                      device=device,
                      target_mhz=target_mhz, workdir=workdir, seed=seed, name="fetch_top")
     return _row(res, {"word_bits": word_bits, "tile_bits": tile_bits, "addr_width": addr_width,
-                      "max_tiles": max_tiles, "depth": depth}, {"words_per_tile": block.words_per_tile})
+                      "max_tiles": max_tiles, "depth": depth, "chunk_bits": chunk_bits, "impl": impl},
+                {"words_per_tile": block.words_per_tile})
 
 
 SYNTH = {"threshold": synth_threshold, "attention": synth_attention, "vector": synth_vector, "fetch": synth_fetch}

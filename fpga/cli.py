@@ -69,7 +69,7 @@ def add_parser(sub) -> None:
     q.add_argument("--workdir", type=Path, help="keep the tool files here (default: a temp folder)")
     q.add_argument("-o", "--output", help="write the report to this JSON file (and a .md beside it)")
     q.set_defaults(func=run_pe_array)
-    b = blocks.add_parser("blocks", help="the threshold/sign and Bi-Attention units",
+    b = blocks.add_parser("blocks", help="the threshold/sign, Bi-Attention, vector and weight-fetch units",
                           description=blocks_mod.DESCRIPTION)
     blocks_mod.add_arguments(b)
     b.set_defaults(func=lambda args: blocks_mod.run(args, "bebert " + " ".join(shlex.quote(a) for a in sys.argv[1:])))

@@ -21,8 +21,12 @@ def _check_impl(impl):
         raise ValueError(f"impl must be one of {IMPLS}, not {impl!r}")
 
 
-def lut_cell(m, inputs, fn, impl: str, name: str) -> Signal:
-    """One 4-input LUT computing ``fn(*inputs) & 1``; returns its output signal."""
+def lut_cell(m, inputs, fn, impl: str, name: str, *, keep: bool = False) -> Signal:
+    """One 4-input LUT computing ``fn(*inputs) & 1``; returns its output signal.
+
+    ``keep=True`` marks the ECP5 cell so that yosys does not merge it with an identical
+    LUT (replicas that split a wide fan-out).
+    """
     if len(inputs) > 4:
         raise ValueError(f"a LUT4 cell takes at most 4 inputs, not {len(inputs)}")
     _check_impl(impl)
@@ -34,7 +38,8 @@ def lut_cell(m, inputs, fn, impl: str, name: str) -> Signal:
         # INIT bit i is the output for inputs (A, B, C, D) = bits of i; unused inputs tie to 0.
         init = sum((fn(*((i >> j) & 1 for j in range(k))) & 1) << i for i in range(16) if i >> k == 0)
         ports = dict(zip("ABCD", list(inputs) + [Const(0, 1)] * (4 - k)))
-        m.submodules[name] = Instance("LUT4", p_INIT=Const(init, 16),
+        attrs = {"a_keep": 1} if keep else {}
+        m.submodules[name] = Instance("LUT4", p_INIT=Const(init, 16), **attrs,
                                       **{f"i_{p}": v for p, v in ports.items()}, o_Z=out)
     return out
 

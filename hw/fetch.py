@@ -16,6 +16,7 @@ from amaranth.lib.wiring import In, Out
 from amaranth.utils import bits_for
 
 from ._params import check_positive
+from .cells import IMPLS, lut_cell, register_copies
 
 __all__ = ["FetchCommand", "TileOut", "WeightFetch"]
 
@@ -58,22 +59,36 @@ class WeightFetch(wiring.Component):
     max_tiles : int
         Largest ``tiles`` of one command.
     depth : int
-        Tiles of buffering (default 2: double buffering).
+        Tiles of buffering after the assembly register (default 2: double buffering; 1 is
+        correct but the memory waits for the consumer).
+    cmd_depth : int
+        Commands queued.
+    chunk_bits : int
+        Bits per copy of a wide register's enable (fan-out of each copy).
+    impl : str
+        ``"behavioral"`` or ``"ecp5"`` (enable copies as kept primitives; see
+        :mod:`bebert.hw.cells`).
 
     Raises
     ------
     TypeError
         If a parameter is not a positive integer.
+    ValueError
+        If ``impl`` is unknown.
     """
 
     def __init__(self, *, word_bits: int, tile_bits: int, addr_width: int = 24, max_tiles: int = 4096,
-                 depth: int = 2, cmd_depth: int = 4):
+                 depth: int = 2, cmd_depth: int = 4, chunk_bits: int = 64, impl: str = "behavioral"):
         self._word_bits = check_positive(self, "word_bits", word_bits)
         self._tile_bits = check_positive(self, "tile_bits", tile_bits)
         self._addr_width = check_positive(self, "addr_width", addr_width)
         self._max_tiles = check_positive(self, "max_tiles", max_tiles)
         self._depth = check_positive(self, "depth", depth)
         self._cmd_depth = check_positive(self, "cmd_depth", cmd_depth)
+        self._chunk_bits = check_positive(self, "chunk_bits", chunk_bits)
+        if impl not in IMPLS:
+            raise ValueError(f"impl must be one of {IMPLS}, not {impl!r}")
+        self._impl = impl
         self._wpt = -(-tile_bits // word_bits)
         super().__init__({
             "c_stream": In(stream.Signature(FetchCommand(addr_width, max_tiles))),
@@ -135,32 +150,75 @@ class WeightFetch(wiring.Component):
         with m.Elif(req_fire & tile_out):
             m.d.sync += credit.eq(credit + wpt - 1)
 
-        # Assembly side: words in request order into tiles; the credit guarantees room.
-        m.submodules.tiles = tiles = fifo.SyncFIFOBuffered(width=self._tile_bits + 1, depth=depth)
+        # Assembly side. Every wide register is split into chunks of about ``chunk_bits`` bits, each
+        # with its own copy of the enable, so that no single net drives thousands of flip-flops
+        # (one 4096-bit enable net held the first version of this unit to 52 MHz).
+        width = wpt * self._word_bits
+        chunk = self._chunk_bits
+        bounds = [(lo, min(lo + chunk, width)) for lo in range(0, width, chunk)]
+        n_chunks = len(bounds)
+        impl = self._impl
+
+        # Stage 1: the response, registered (data once; valid once per chunk of the shift register).
         m.d.comb += self.rsp_stream.ready.eq(1)
-        shift = Signal(wpt * self._word_bits)
+        rsp_valid = Signal()
+        rsp_data = Signal(self._word_bits)
+        m.d.sync += [rsp_valid.eq(self.rsp_stream.valid), rsp_data.eq(self.rsp_stream.payload)]
+        valid_copies = register_copies(m, self.rsp_stream.valid, n_chunks, impl, "rsp_valid")
+
+        # Stage 2: a shift register assembles a tile, word 0 ending at the bottom.
+        shift = Signal(width)
+        shifted = Cat(shift[self._word_bits:], rsp_data)
+        for c, (lo, hi) in enumerate(bounds):
+            with m.If(valid_copies[c]):
+                m.d.sync += shift[lo:hi].eq(shifted[lo:hi])
         count = Signal(range(wpt + 1))
         tile_no = Signal(bits_for(self._max_tiles))
-        rsp_fire = self.rsp_stream.valid
-        assembled = Cat(shift[self._word_bits:], self.rsp_stream.payload)
-        done = rsp_fire & (count == wpt - 1)
-        is_last = done & (tile_no + 1 == cmd_asm.r_data)
-        m.d.comb += [
-            tiles.w_en.eq(done),
-            tiles.w_data.eq(Cat(assembled[:self._tile_bits], is_last)),
-            cmd_asm.r_en.eq(is_last),
-        ]
-        with m.If(rsp_fire):
-            m.d.sync += shift.eq(assembled)
-            with m.If(done):
+        complete = rsp_valid & (count == wpt - 1)
+        is_last = complete & (tile_no + 1 == cmd_asm.r_data)
+        m.d.comb += cmd_asm.r_en.eq(is_last)
+        with m.If(rsp_valid):
+            with m.If(complete):
                 m.d.sync += [count.eq(0), tile_no.eq(Mux(is_last, 0, tile_no + 1))]
             with m.Else():
                 m.d.sync += count.eq(count + 1)
+        # The cycle after the last word, the shift register holds the whole tile; a registered
+        # strobe (one copy per chunk) moves it into the tile queue as the next word shifts in.
+        complete_copies = register_copies(m, complete, n_chunks, impl, "complete")
+        complete_q = Signal()
+        last_q = Signal()
+        m.d.sync += [complete_q.eq(complete), last_q.eq(is_last)]
+
+        # Stage 3: a queue of ``depth`` tile registers; stage 0 is the output. A tile moves
+        # forward when the stage ahead is empty or moving; the credit guarantees that the entry
+        # stage is free (or moving) whenever a tile completes.
+        stages = [Signal(width, name=f"stage{k}") for k in range(depth)]
+        full = [Signal(name=f"full{k}") for k in range(depth)]
+        last = [Signal(name=f"last{k}") for k in range(depth)]
+        moves = [Signal(name=f"moves{k}") for k in range(depth)]
+        m.d.comb += moves[0].eq(full[0] & self.o_stream.ready)
+        for k in range(1, depth):
+            m.d.comb += moves[k].eq(full[k] & (~full[k - 1] | moves[k - 1]))
+        for k in range(depth):
+            entry = k == depth - 1
+            load = complete_q if entry else moves[k + 1]
+            src = shift if entry else stages[k + 1]
+            m.d.sync += full[k].eq(load | (full[k] & ~moves[k]))
+            with m.If(load):
+                m.d.sync += last[k].eq(last_q if entry else last[k + 1])
+            if entry:
+                copies = complete_copies
+            else:
+                copies = [lut_cell(m, [load], lambda x: x, impl, f"load{k}_{c}", keep=True)
+                          for c in range(n_chunks)]
+            for c, (lo, hi) in enumerate(bounds):
+                with m.If(copies[c]):
+                    m.d.sync += stages[k][lo:hi].eq(src[lo:hi])
 
         m.d.comb += [
-            self.o_stream.payload.as_value().eq(tiles.r_data),
-            self.o_stream.valid.eq(tiles.r_rdy),
-            tiles.r_en.eq(self.o_stream.ready),
+            self.o_stream.payload.tile.eq(stages[0][:self._tile_bits]),
+            self.o_stream.payload.last.eq(last[0]),
+            self.o_stream.valid.eq(full[0]),
         ]
         return m
 

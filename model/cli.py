@@ -156,10 +156,18 @@ def add_eval_parser(subparsers) -> argparse.ArgumentParser:
         description=(
             "Evaluate a checkpoint written by 'bebert train' (or any Hugging Face BERT classifier folder) and print "
             "the GLUE metrics (accuracy; F1 and accuracy for MRPC; Matthews correlation for CoLA) as JSON. For an "
-            "ensemble, every member is scored too."
+            "ensemble, every member is scored too. Given an integer deployment file (a .safetensors file written by "
+            "'bebert export', such as the shipped checkpoints/sst2-bebert-w1a1-m2.safetensors), the golden integer "
+            "model scores it: exactly what the accelerator computes."
         ),
+        epilog=(
+            "examples:\n"
+            "  bebert eval runs/sst2-bebert --data-dir ../shared/data/glue\n"
+            "  bebert eval checkpoints/sst2-bebert-w1a1-m2.safetensors --data-dir ../shared/data/sst2-sentences"
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("checkpoint", help="checkpoint folder")
+    p.add_argument("checkpoint", help="checkpoint folder, or an integer deployment file (.safetensors)")
     p.add_argument("--task", default=None, help="task (default: the one the checkpoint was trained on)")
     p.add_argument("--data-dir", default="../shared/data/glue", help="GLUE root or sst2-sentences folder (default: %(default)s)")
     p.add_argument("--split", choices=("dev", "train"), default="dev", help="split to score (default: %(default)s)")
@@ -168,6 +176,9 @@ def add_eval_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=64, help="batch size (default: %(default)s)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda ... (default: %(default)s)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    p.add_argument("--vocab", default=None,
+                   help="deployment files only: the WordPiece vocab.txt (default: MiniLM's, which the project's "
+                        "checkpoints use)")
     p.add_argument("--output", default=None, help="also write the results to this JSON file")
     p.set_defaults(func=run_eval)
     return p
@@ -285,10 +296,20 @@ def run_eval(args: argparse.Namespace) -> int:
 
         torch.set_num_threads(args.threads)
     try:
-        result = evaluate_checkpoint(
-            args.checkpoint, args.task, args.data_dir, args.split, args.max_len, args.max_examples,
-            args.batch_size, args.device,
-        )
+        if Path(args.checkpoint).is_file():
+            # an integer deployment file: scored by the golden model (import here: model/ does not
+            # depend on golden/, only this command does)
+            from bebert.golden.evaluate import evaluate_int_model
+
+            result = evaluate_int_model(args.checkpoint, args.task, args.data_dir, args.split, args.max_len,
+                                        args.max_examples, args.batch_size, args.vocab, progress=sys.stderr.isatty())
+        else:
+            if args.vocab is not None:
+                return _error("--vocab applies to deployment files only (a checkpoint folder has its vocab.txt)")
+            result = evaluate_checkpoint(
+                args.checkpoint, args.task, args.data_dir, args.split, args.max_len, args.max_examples,
+                args.batch_size, args.device,
+            )
     except (ValueError, FileNotFoundError, DataFormatError, RuntimeError) as e:
         return _error(str(e))
     print(json.dumps(result, indent=2))

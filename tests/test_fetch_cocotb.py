@@ -15,10 +15,14 @@ pytestmark = pytest.mark.verilator
 WORD, TILE = 16, 256
 
 
-@pytest.fixture(scope="module")
-def build():
-    return build_block(WeightFetch(word_bits=WORD, tile_bits=TILE, addr_width=20, max_tiles=64),
-                       f"fetch__W{WORD}_T{TILE}", toplevel="fetch")
+@pytest.fixture(scope="module", params=["behavioral", "ecp5"])
+def build(request):
+    """Both netlists: plain Amaranth, and the ECP5 one with kept enable-copy primitives."""
+    impl = request.param
+    # chunk_bits=32: several enable copies per tile even at this small size
+    return build_block(WeightFetch(word_bits=WORD, tile_bits=TILE, addr_width=20, max_tiles=64, chunk_bits=32,
+                                   impl=impl),
+                       f"fetch__W{WORD}_T{TILE}_{impl}", toplevel="fetch", cell_models=impl == "ecp5")
 
 
 @pytest.fixture(scope="module")
