@@ -241,3 +241,20 @@ def test_every_task_trains_a_step(tmp_path, teacher, task, data_dir, metric):
     cfg = TrainConfig(kind="student", output_dir=str(tmp_path / "s"), model=str(teacher), epochs=1, **args)
     rows = Trainer(cfg, log=lambda s: None).run()["metrics"]
     assert metric in rows[0] and metric in rows[-1]
+
+
+def test_kd_timing_benchmark(teacher, tmp_path, capsys):
+    from bebert.model.bench_kd import main as bench_main
+
+    out = tmp_path / "kd.json"
+    assert bench_main(["--model", str(teacher), "--task", "SST-2", "--data-dir", str(GLUE), "--steps", "2",
+                       "--max-len", "32", "--batch-size", "4", "--max-train-examples", "40", "--json", str(out)]) == 0
+    res = json.loads(out.read_text())
+    assert set(res["seconds_per_step"]) == {"none", "pred", "dmd"} and all(v > 0 for v in res["seconds_per_step"].values())
+    sps = res["seconds_per_step"]  # rounded to 0.1 ms; the ratio was taken before rounding
+    assert abs(res["kd_over_none"]["pred"] - sps["pred"] / sps["none"]) < 0.01 + 1e-4 / sps["none"]
+    assert "kd=dmd" in capsys.readouterr().out
+    # too few rows for the steps asked: a clear error, nothing written
+    assert bench_main(["--model", str(teacher), "--task", "SST-2", "--data-dir", str(GLUE), "--steps", "20",
+                       "--batch-size", "4", "--max-train-examples", "40", "--json", str(tmp_path / "no.json")]) == 2
+    assert "need 88 training rows" in capsys.readouterr().err and not (tmp_path / "no.json").exists()
