@@ -21,6 +21,7 @@ BEBERT: binary ensemble BERT from PyTorch training to an FPGA accelerator.
   bebert synth pe-array    yosys + nextpnr for ECP5: LUT4, FF, Fmax of the PE array
   bebert train / eval      train and evaluate teachers, binary students and BEBERT ensembles
   bebert export / inspect  integer deployment file from a checkpoint, and its summary
+  bebert perf              cycle estimate of an inference: ideal, weight-stream floor, per op
 """
 
 
@@ -38,7 +39,8 @@ def build_parser() -> argparse.ArgumentParser:
     fpga_cli.add_parser(sub)
     # Subcommands of packages that provide them (import errors inside them are real errors).
     for module, adders in (("bebert.model.cli", ("add_train_parser", "add_eval_parser")),
-                           ("bebert.golden.cli", ("add_export_parser", "add_inspect_parser"))):
+                           ("bebert.golden.cli", ("add_export_parser", "add_inspect_parser")),
+                           ("bebert.golden.perf", ("add_perf_parser",))):
         if importlib.util.find_spec(module) is None:
             continue
         mod = importlib.import_module(module)

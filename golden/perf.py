@@ -1,0 +1,97 @@
+"""``bebert perf``: the performance model of the accelerator for a model and hardware parameters."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import sys
+from pathlib import Path
+
+from .schedule import PRESETS, HwParams, performance
+
+__all__ = ["add_perf_parser", "run_perf", "markdown"]
+
+_EPILOG = """\
+examples:
+  bebert perf                                    MiniLM-L6-H384, 2 members, 64 and 128 tokens
+  bebert perf --model checkpoints/sst2-bebert-w1a1-m2.safetensors --tokens 64
+  bebert perf --model bert-tiny --lanes 2 --vector-lanes 4 --bits-per-cycle 64
+  bebert perf --json perf.json --md perf.md
+
+The figures are an analytic model (golden/schedule.py), not a simulation: 'ideal' is binary MACs
+over P*S per cycle, 'weight floor' the weight bits over the memory bandwidth; the estimate runs
+the schedule op by op. Verilator cycle counts are the measurement it must be checked against.
+"""
+
+
+def add_perf_parser(subparsers) -> argparse.ArgumentParser:
+    """Add ``perf`` to the ``bebert`` subcommands."""
+    p = subparsers.add_parser(
+        "perf", help="cycle estimate of an inference: ideal, weight floor, per op",
+        description="Cycle counts of one BEBERT inference on the accelerator, from the layer schedule.",
+        epilog=_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", default="minilm-l6-h384",
+                   help=f"a preset ({', '.join(PRESETS)}) or a deployment file (default: %(default)s)")
+    p.add_argument("--members", type=int, default=None, help="ensemble members (default: the file's, or 2)")
+    p.add_argument("--tokens", type=int, nargs="+", default=[64, 128], help="sequence lengths (default: 64 128)")
+    d = HwParams()
+    g = p.add_argument_group("hardware")
+    g.add_argument("--p", type=int, default=d.p, help="PE array output channels (default: %(default)s)")
+    g.add_argument("--s", type=int, default=d.s, help="PE array input bits per cycle (default: %(default)s)")
+    g.add_argument("--lanes", type=int, default=d.lanes, help="ensemble-parallel lanes (default: %(default)s)")
+    g.add_argument("--bits-per-cycle", type=float, default=d.bits_per_cycle,
+                   help="weight bandwidth, bits per cycle (default: %(default)s, ULX3S SDRAM)")
+    g.add_argument("--batch", type=int, default=d.batch, help="sequences sharing a weight fetch (default: %(default)s)")
+    g.add_argument("--attn-kb", type=int, default=d.attn_kb, help="Bi-Attention keys per cycle (default: %(default)s)")
+    g.add_argument("--vector-lanes", type=int, default=d.vector_lanes, help="vector units (default: %(default)s)")
+    g.add_argument("--fmax", type=float, default=d.fmax_mhz, help="clock in MHz for the time column (default: %(default)s)")
+    p.add_argument("--json", type=Path, help="write the full results (every op) as JSON")
+    p.add_argument("--md", type=Path, help="write the summary as a Markdown table")
+    p.set_defaults(func=run_perf)
+    return p
+
+
+def markdown(results: list[dict], command: str) -> str:
+    """Summary table: one row per sequence length."""
+    lines = [f"Command: `{command}` (analytic model, `golden/schedule.py`)", "",
+             "| model | tokens | members | lanes | ideal | weight floor | estimate | x floor | bound | us at fmax |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for r in results:
+        m = r["model"]
+        name = f"L{m['num_layers']}-H{m['hidden_size']}"
+        lines.append(f"| {name} | {r['tokens']} | {r['members']} | {r['hw']['lanes']} | {r['ideal_cycles']:,.0f} | "
+                     f"{r['weight_floor_cycles']:,.0f} | {r['estimated_cycles']:,.0f} | {r['ratio_to_floor']:.2f} | "
+                     f"{r['bound']} | {r['microseconds']:,.0f} |")
+    return "\n".join(lines) + "\n"
+
+
+def run_perf(args: argparse.Namespace) -> int:
+    """Handler of ``bebert perf``."""
+    from bebert.atomic import write_json_atomic, write_text_atomic
+
+    config = args.model
+    members = args.members
+    if args.model not in PRESETS:
+        if not Path(args.model).is_file():
+            raise ValueError(f"--model {args.model!r} is neither a preset ({', '.join(PRESETS)}) nor a file")
+        from .format import load_int_model
+
+        model = load_int_model(args.model)
+        config = model.meta["config"]
+        members = members or int(model.meta["members"])
+    members = members or 2
+    hw = HwParams(p=args.p, s=args.s, lanes=args.lanes, bits_per_cycle=args.bits_per_cycle, batch=args.batch,
+                  attn_kb=args.attn_kb, vector_lanes=args.vector_lanes, fmax_mhz=args.fmax)
+    results = [performance(config, n, hw, members) for n in args.tokens]
+    command = "bebert " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    table = markdown(results, command)
+    print(table, end="")
+    for r in results:
+        kinds = ", ".join(f"{k} {v:,.0f}" for k, v in r["by_kind"].items())
+        print(f"n={r['tokens']}: cycles per member round by op kind: {kinds}")
+    if args.json:
+        write_json_atomic(args.json, {"command": command, "results": results})
+    if args.md:
+        write_text_atomic(args.md, table)
+    return 0
