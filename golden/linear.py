@@ -38,8 +38,9 @@ import numpy as np
 from .pe_array import Mode, pack_bits, popcount_dot, unpack_bits
 from .threshold import normalize_threshold, threshold_bits
 
-__all__ = ["linear_sign", "weight_tiles", "weight_words", "activation_beats", "output_beats",
-           "expected_cycles", "CycleModel", "LinearLayer", "random_layer", "layers_memory"]
+__all__ = ["linear_sign", "linear_popcounts", "raw_output_beats", "weight_tiles", "weight_words",
+           "activation_beats", "output_beats",
+           "expected_cycles", "RAW_TAIL", "CycleModel", "LinearLayer", "random_layer", "layers_memory"]
 
 
 def _folds(k: int, s: int) -> int:
@@ -74,6 +75,25 @@ def linear_sign(x_packed: np.ndarray, w_packed: np.ndarray, k: int, thresholds, 
     w_packed = _check_packed("w_packed", w_packed, None, k)
     y = popcount_dot(x_packed, w_packed, k, Mode.XNOR)
     return threshold_bits(y, thresholds, polarity)
+
+
+def linear_popcounts(x_packed: np.ndarray, w_packed: np.ndarray, k: int) -> np.ndarray:
+    """Popcounts ``(n, N)`` (int64) of a binary linear layer, ``popcount(~(x[t] ^ W[c]))`` over ``K``
+    bits: what a raw-mode engine (``LinearEngine(raw=True)``) puts out."""
+    x_packed = _check_packed("x_packed", x_packed, None, k)
+    w_packed = _check_packed("w_packed", w_packed, None, k)
+    return popcount_dot(x_packed, w_packed, k, Mode.XNOR).astype(np.int64)
+
+
+def raw_output_beats(acc: np.ndarray, p: int) -> list[list[int]]:
+    """A raw-mode engine's output beats for :func:`linear_popcounts`'s ``(n, N)`` popcounts:
+    one list of ``P`` popcounts per (group, token), group major; channels past ``N`` are 0."""
+    acc = np.asarray(acc, np.int64)
+    n, n_out = acc.shape
+    groups = -(-n_out // p)
+    padded = np.zeros((n, groups * p), np.int64)
+    padded[:, :n_out] = acc
+    return [[int(v) for v in padded[t, g * p:(g + 1) * p]] for g in range(groups) for t in range(n)]
 
 
 def _check_shape(k, n_out, p, s):
@@ -142,12 +162,17 @@ def output_beats(out_bits: np.ndarray, p: int) -> list[int]:
     return [sum(int(padded[t, g * p + i]) << i for i in range(p)) for g in range(groups) for t in range(n)]
 
 
+#: Cycles after the last PE-array beat of a raw-mode command (fitted in the Amaranth simulator).
+RAW_TAIL = 9
+
+
 class CycleModel(dict):
     """The terms of :func:`expected_cycles` (a dict: ``total`` and its parts)."""
 
 
 def expected_cycles(n: int, k: int, n_out: int, p: int, s: int, bits_per_cycle: float, latency: int, *,
-                    word_bits: int = 16, pe_latency: int = 4, fetch_depth: int = 2, detail: bool = False):
+                    word_bits: int = 16, pe_latency: int = 4, fetch_depth: int = 2, detail: bool = False,
+                    raw: bool = False):
     """Cycle count of one :class:`~bebert.hw.linear.LinearEngine` command with an always-ready output.
 
     From the command's acceptance to the transfer of its last output beat, with the memory
@@ -179,6 +204,9 @@ def expected_cycles(n: int, k: int, n_out: int, p: int, s: int, bits_per_cycle: 
     :attr:`bebert.hw.pe_array.PEArray.latency` (``LinearEngine.expected_cycles`` passes it).
     Output backpressure is not modelled (it only adds cycles).
 
+    ``raw=True``: the raw-mode engine (no threshold unit): no reload cycle per group
+    (``n*F`` cycles per group) and a pipeline tail of ``pe_latency + RAW_TAIL``.
+
     ``detail=True`` returns a :class:`CycleModel` with ``total`` and the two floors
     ``compute = G*n*F`` and ``weight_stream = G*F*wpt*iv``.
     """
@@ -190,7 +218,7 @@ def expected_cycles(n: int, k: int, n_out: int, p: int, s: int, bits_per_cycle: 
     wpt = -(-(p * s) // word_bits)
     iv = word_bits / min(bits_per_cycle, word_bits)
     tc = n * f_count
-    group_time = max(tc, n + 1)
+    group_time = tc if raw else max(tc, n + 1)
     ready: list[float] = []    # R_j
     written: list[float] = []  # W_j
     starts: list[float] = []   # C_g
@@ -207,7 +235,7 @@ def expected_cycles(n: int, k: int, n_out: int, p: int, s: int, bits_per_cycle: 
             ready.append(r)
             written.append(max(r, written[j - 1] + 1 if j else 0, bank_free))
         starts.append(max(written[-1] + 1, starts[-1] + group_time if starts else 0))
-    total = math.ceil(starts[-1] + tc + pe_latency + 14)
+    total = math.ceil(starts[-1] + tc + pe_latency + (RAW_TAIL if raw else 14))
     if detail:
         return CycleModel(total=total, compute=groups * tc, weight_stream=groups * f_count * wpt * iv)
     return total

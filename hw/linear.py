@@ -7,7 +7,7 @@ the cycle model :func:`bebert.golden.linear.expected_cycles`.
 
 from __future__ import annotations
 
-from amaranth.hdl import Cat, Const, Module, Mux, Shape, Signal, unsigned
+from amaranth.hdl import Cat, Const, Module, Mux, Shape, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
@@ -20,7 +20,7 @@ from .fetch import WeightFetch
 from .pe_array import Mode, PEArray
 from .threshold import ThresholdEntry, ThresholdLoad, ThresholdUnit
 
-__all__ = ["LinearCommand", "ActivationLoad", "LinearOutput", "PerfCounters", "LinearEngine",
+__all__ = ["LinearCommand", "ActivationLoad", "LinearOutput", "LinearRawOutput", "PerfCounters", "LinearEngine",
            "LinearCodec"]
 
 
@@ -49,6 +49,15 @@ class LinearOutput(data.StructLayout):
 
     def __init__(self, p: int):
         super().__init__({"bits": unsigned(p), "last": unsigned(1)})
+
+
+class LinearRawOutput(data.StructLayout):
+    """An ``o_stream`` beat of a raw-mode engine: ``acc`` (``P`` XNOR popcounts of one token,
+    channel ``g*P + i`` in element ``i``, ``signed(acc_width)``, 0 for channels ``>= N``);
+    ``last``: the command's final beat."""
+
+    def __init__(self, p: int, acc_width: int):
+        super().__init__({"acc": data.ArrayLayout(signed(acc_width), p), "last": unsigned(1)})
 
 
 class PerfCounters(data.StructLayout):
@@ -124,6 +133,12 @@ class LinearEngine(wiring.Component):
     Command values outside ``1..max_*`` are not checked by the hardware
     (:meth:`LinearCodec.command` refuses them).
 
+    Raw mode (``raw=True``): no threshold unit and no ``t_stream``; ``o_stream`` carries the
+    PE array's popcounts instead of sign bits (:class:`LinearRawOutput`, same beat order,
+    :func:`bebert.golden.linear.raw_output_beats`), for a layer whose result goes to the
+    vector unit (:class:`bebert.hw.linear_vector.LinearVectorOp`). Counters and loop order
+    are the same (no per-group threshold reload).
+
     Parameters
     ----------
     p, s : the PE array's output channels and fold width.
@@ -133,6 +148,7 @@ class LinearEngine(wiring.Component):
     fetch_depth : tiles of prefetch in the fetch unit (default 2).
     counter_bits : width of each performance counter (default 32).
     impl : ``"behavioral"`` or ``"ecp5"`` (passed to the PE array and fetch unit).
+    raw : output popcounts, not threshold bits (default False).
 
     Raises
     ------
@@ -143,7 +159,8 @@ class LinearEngine(wiring.Component):
     """
 
     def __init__(self, *, p: int, s: int, max_k: int, max_n: int, max_tokens: int, word_bits: int,
-                 addr_width: int = 24, fetch_depth: int = 2, counter_bits: int = 32, impl: str = "behavioral"):
+                 addr_width: int = 24, fetch_depth: int = 2, counter_bits: int = 32, impl: str = "behavioral",
+                 raw: bool = False):
         self._p = check_positive(self, "P (output channels)", p)
         self._s = check_positive(self, "S (input bits per cycle)", s)
         self._max_k = check_positive(self, "max_k", max_k)
@@ -160,20 +177,23 @@ class LinearEngine(wiring.Component):
             self._MustUse__used = True
             raise ValueError(f"impl must be one of {IMPLS}, not {impl!r}")
         self._impl = impl
+        self._raw = bool(raw)
         self._f_max = -(-max_k // s)
         self._g_max = -(-max_n // p)
         # the sub-blocks are built here so that their parameter errors surface at construction
         self.pe = PEArray(p=p, s=s, max_k=max_k, impl=impl)
-        self.thr = ThresholdUnit(p=p, width=self.pe.acc_width, max_channels=p, word_bits=p)
+        self.thr = None if self._raw else ThresholdUnit(p=p, width=self.pe.acc_width, max_channels=p, word_bits=p)
         self.fetch = WeightFetch(word_bits=word_bits, tile_bits=p * s, addr_width=addr_width,
                                  max_tiles=self._f_max, depth=fetch_depth, impl=impl)
-        super().__init__({
-            "x_stream": In(stream.Signature(ActivationLoad(s))),
-            "t_stream": In(stream.Signature(ThresholdLoad(p, self.pe.acc_width, self._g_max))),
+        ports = {"x_stream": In(stream.Signature(ActivationLoad(s)))}
+        if not self._raw:
+            ports["t_stream"] = In(stream.Signature(ThresholdLoad(p, self.pe.acc_width, self._g_max)))
+        out_layout = LinearRawOutput(p, self.pe.acc_width) if self._raw else LinearOutput(p)
+        super().__init__(ports | {
             "c_stream": In(stream.Signature(LinearCommand(max_tokens, max_k, max_n, addr_width))),
             "req_stream": Out(stream.Signature(unsigned(addr_width))),
             "rsp_stream": In(stream.Signature(unsigned(word_bits))),
-            "o_stream": Out(stream.Signature(LinearOutput(p))),
+            "o_stream": Out(stream.Signature(out_layout)),
             "counters": Out(PerfCounters(counter_bits)),
             "running": Out(1),
         })
@@ -187,6 +207,7 @@ class LinearEngine(wiring.Component):
     acc_width = property(lambda self: self.pe.acc_width)
     groups = property(lambda self: self._g_max)
     words_per_tile = property(lambda self: self.fetch.words_per_tile)
+    raw = property(lambda self: self._raw)
 
     @property
     def codec(self) -> "LinearCodec":
@@ -198,13 +219,15 @@ class LinearEngine(wiring.Component):
         """:func:`bebert.golden.linear.expected_cycles` with this engine's parameters."""
         return _golden.expected_cycles(n, k, n_out, self._p, self._s, bits_per_cycle, latency,
                                        word_bits=self._word_bits, pe_latency=self.pe.latency,
-                                       fetch_depth=self._fetch_depth, **kw)
+                                       fetch_depth=self._fetch_depth, raw=self._raw, **kw)
 
     def elaborate(self, platform):
         m = Module()
         p, s, f_max = self._p, self._s, self._f_max
         m.submodules.pe = pe = self.pe
-        m.submodules.thr = thr = self.thr
+        raw = self._raw
+        if not raw:
+            m.submodules.thr = thr = self.thr
         m.submodules.fetch = fetch = self.fetch
         wiring.connect(m, fetch.req_stream, wiring.flipped(self.req_stream))
         wiring.connect(m, wiring.flipped(self.rsp_stream), fetch.rsp_stream)
@@ -213,11 +236,12 @@ class LinearEngine(wiring.Component):
         # the threshold table (one entry per group).
         m.submodules.xbuf = xbuf = Memory(shape=unsigned(s), depth=self._max_tokens * f_max, init=[])
         m.submodules.wbuf = wbuf = Memory(shape=unsigned(p * s), depth=2 * f_max, init=[])
-        entry = ThresholdEntry(p, self.pe.acc_width)
-        m.submodules.tbuf = tbuf = Memory(shape=entry, depth=self._g_max, init=[])
         x_wr, x_rd = xbuf.write_port(), xbuf.read_port()
         w_wr, w_rd = wbuf.write_port(), wbuf.read_port()
-        t_wr, t_rd = tbuf.write_port(), tbuf.read_port()
+        if not raw:
+            entry = ThresholdEntry(p, self.pe.acc_width)
+            m.submodules.tbuf = tbuf = Memory(shape=entry, depth=self._g_max, init=[])
+            t_wr, t_rd = tbuf.write_port(), tbuf.read_port()
 
         running = Signal()
         setup = Signal()
@@ -230,12 +254,15 @@ class LinearEngine(wiring.Component):
             x_wr.addr.eq(x_ptr),
             x_wr.data.eq(self.x_stream.payload.data),
             x_wr.en.eq(self.x_stream.valid & self.x_stream.ready),
-            self.t_stream.ready.eq(~running),
-            t_wr.addr.eq(self.t_stream.payload.addr),
-            t_wr.data.t.eq(self.t_stream.payload.t),
-            t_wr.data.pol.eq(self.t_stream.payload.pol),
-            t_wr.en.eq(self.t_stream.valid & self.t_stream.ready),
         ]
+        if not raw:
+            m.d.comb += [
+                self.t_stream.ready.eq(~running),
+                t_wr.addr.eq(self.t_stream.payload.addr),
+                t_wr.data.t.eq(self.t_stream.payload.t),
+                t_wr.data.pol.eq(self.t_stream.payload.pol),
+                t_wr.en.eq(self.t_stream.valid & self.t_stream.ready),
+            ]
         with m.If(x_wr.en):
             m.d.sync += x_ptr.eq(Mux(self.x_stream.payload.last, 0, x_ptr + 1))
 
@@ -359,35 +386,38 @@ class LinearEngine(wiring.Component):
         with m.Else():
             m.d.sync += full.eq((full | set_full) & ~clr_full)
 
-        # ---- threshold side: before each group, its table entry goes into the threshold unit
-        # (a one-group vector); then the group's n results pass from the PE array.
-        th_state = Signal(2)   # 0 idle, 1 read (first group), 2 write entry, 3 pass
-        th_g = Signal(range(self._g_max + 1))    # table address being read
-        th_c0 = Signal(bits_for(self._max_n + p))
-        th_t = Signal(range(self._max_tokens))
-        m.d.comb += [t_rd.addr.eq(th_g), t_rd.en.eq(1)]
-        m.d.comb += [
-            thr.t_stream.valid.eq(th_state == 2),
-            thr.t_stream.payload.addr.eq(0),
-            thr.t_stream.payload.t.eq(t_rd.data.t),
-            thr.t_stream.payload.pol.eq(t_rd.data.pol),
-            thr.t_stream.payload.last.eq(1),
-            thr.i_stream.payload.eq(pe.o_stream.payload),
-            thr.i_stream.valid.eq(pe.o_stream.valid & (th_state == 3)),
-            pe.o_stream.ready.eq(thr.i_stream.ready & (th_state == 3)),
-        ]
-        with m.If(start):
-            m.d.sync += [th_state.eq(1), th_g.eq(0), th_c0.eq(0), th_t.eq(0)]
-        with m.Elif(th_state == 1):
-            m.d.sync += th_state.eq(2)
-        with m.Elif(th_state == 2):
-            m.d.sync += [th_state.eq(3), th_g.eq(th_g + 1)]
-        with m.Elif((th_state == 3) & thr.i_stream.valid & thr.i_stream.ready):
-            with m.If(th_t == cmd.tokens - 1):
-                m.d.sync += [th_t.eq(0), th_c0.eq(th_c0 + p)]
-                m.d.sync += th_state.eq(Mux(last_group_of(th_c0), 0, 2))
-            with m.Else():
-                m.d.sync += th_t.eq(th_t + 1)
+        if raw:   # the PE array's results go straight out
+            m.d.comb += pe.o_stream.ready.eq(self.o_stream.ready)
+        else:
+            # ---- threshold side: before each group, its table entry goes into the threshold unit
+            # (a one-group vector); then the group's n results pass from the PE array.
+            th_state = Signal(2)   # 0 idle, 1 read (first group), 2 write entry, 3 pass
+            th_g = Signal(range(self._g_max + 1))    # table address being read
+            th_c0 = Signal(bits_for(self._max_n + p))
+            th_t = Signal(range(self._max_tokens))
+            m.d.comb += [t_rd.addr.eq(th_g), t_rd.en.eq(1)]
+            m.d.comb += [
+                thr.t_stream.valid.eq(th_state == 2),
+                thr.t_stream.payload.addr.eq(0),
+                thr.t_stream.payload.t.eq(t_rd.data.t),
+                thr.t_stream.payload.pol.eq(t_rd.data.pol),
+                thr.t_stream.payload.last.eq(1),
+                thr.i_stream.payload.eq(pe.o_stream.payload),
+                thr.i_stream.valid.eq(pe.o_stream.valid & (th_state == 3)),
+                pe.o_stream.ready.eq(thr.i_stream.ready & (th_state == 3)),
+            ]
+            with m.If(start):
+                m.d.sync += [th_state.eq(1), th_g.eq(0), th_c0.eq(0), th_t.eq(0)]
+            with m.Elif(th_state == 1):
+                m.d.sync += th_state.eq(2)
+            with m.Elif(th_state == 2):
+                m.d.sync += [th_state.eq(3), th_g.eq(th_g + 1)]
+            with m.Elif((th_state == 3) & thr.i_stream.valid & thr.i_stream.ready):
+                with m.If(th_t == cmd.tokens - 1):
+                    m.d.sync += [th_t.eq(0), th_c0.eq(th_c0 + p)]
+                    m.d.sync += th_state.eq(Mux(last_group_of(th_c0), 0, 2))
+                with m.Else():
+                    m.d.sync += th_t.eq(th_t + 1)
 
         # ---- output: channels past N masked, the command's last beat flagged
         o_c0 = Signal(bits_for(self._max_n + p))
@@ -396,12 +426,17 @@ class LinearEngine(wiring.Component):
         m.d.comb += o_left.eq(cmd.channels - o_c0)
         o_mask = Cat(*(o_left > i for i in range(p)))
         o_final = (o_t == cmd.tokens - 1) & last_group_of(o_c0)
-        m.d.comb += [
-            self.o_stream.valid.eq(thr.o_stream.valid),
-            thr.o_stream.ready.eq(self.o_stream.ready),
-            self.o_stream.payload.bits.eq(thr.o_stream.payload.bits[:p] & o_mask),
-            self.o_stream.payload.last.eq(o_final),
-        ]
+        m.d.comb += self.o_stream.payload.last.eq(o_final)
+        if raw:
+            m.d.comb += self.o_stream.valid.eq(pe.o_stream.valid)
+            for i in range(p):
+                m.d.comb += self.o_stream.payload.acc[i].eq(Mux(o_mask[i], pe.o_stream.payload[i], 0))
+        else:
+            m.d.comb += [
+                self.o_stream.valid.eq(thr.o_stream.valid),
+                thr.o_stream.ready.eq(self.o_stream.ready),
+                self.o_stream.payload.bits.eq(thr.o_stream.payload.bits[:p] & o_mask),
+            ]
         with m.If(start):
             m.d.sync += [o_c0.eq(0), o_t.eq(0)]
         with m.Elif(self.o_stream.valid & self.o_stream.ready):
@@ -466,6 +501,15 @@ class LinearCodec:
         """``o_stream`` payload -> ``(bits, last)``."""
         lay = self.o_layout
         return (payload >> lay["bits"].offset) & ((1 << self.p) - 1), (payload >> lay["last"].offset) & 1
+
+    def raw_output(self, payload: int, acc_width: int) -> tuple[list[int], int]:
+        """A raw-mode ``o_stream`` payload (:class:`LinearRawOutput`) -> ``([P popcounts], last)``."""
+        lay = LinearRawOutput(self.p, acc_width)
+        off = lay["acc"].offset
+        mask = (1 << acc_width) - 1
+        accs = [(payload >> (off + i * acc_width)) & mask for i in range(self.p)]
+        accs = [a - (1 << acc_width) if a >> (acc_width - 1) else a for a in accs]
+        return accs, (payload >> lay["last"].offset) & 1
 
     def counters(self, value: int, width: int = 32) -> dict[str, int]:
         """The ``counters`` port's bits -> a dict of the four counters."""

@@ -10,8 +10,8 @@ from amaranth.hdl import Fragment
 from amaranth.sim import Simulator
 
 from bebert.golden.fetch import fetch_tiles
-from bebert.golden.linear import (activation_beats, expected_cycles, layers_memory, linear_sign, output_beats,
-                                  random_layer, weight_tiles)
+from bebert.golden.linear import (activation_beats, expected_cycles, layers_memory, linear_popcounts, linear_sign,
+                                  output_beats, random_layer, raw_output_beats, weight_tiles)
 from bebert.golden.pe_array import pack_bits
 from bebert.hw.linear import LinearEngine
 from bebert.sim.memory import MemoryTiming, amaranth_memory
@@ -52,8 +52,14 @@ def run_layers(dut, layers, *, latency=4, bw=None, stall=0.0, idle=0.0, seed=0, 
         (xb, tl, cmd), want = layer_feeds(codec, layer, b, dut.acc_width, dut.groups)
         if dirty:
             xb = dirty_padding(codec, xb, layer.k, rng)
-        feeds += [(dut.x_stream, xb), (dut.t_stream, tl), (dut.c_stream, cmd)]
+        if dut.raw:   # no thresholds; popcount beats
+            feeds += [(dut.x_stream, xb), (dut.c_stream, cmd)]
+            beats = raw_output_beats(linear_popcounts(pack_bits(layer.x), pack_bits(layer.w), layer.k), p)
+            want = [(v, int(i == len(beats) - 1)) for i, v in enumerate(beats)]
+        else:
+            feeds += [(dut.x_stream, xb), (dut.t_stream, tl), (dut.c_stream, cmd)]
         wants.append(want)
+    decode = (lambda w: codec.raw_output(w, dut.acc_width)) if dut.raw else codec.output
     results = [dict(want=w, got=[]) for w in wants]
     accepts, finals = [], []
     done = []
@@ -72,7 +78,7 @@ def run_layers(dut, layers, *, latency=4, bw=None, stall=0.0, idle=0.0, seed=0, 
             while len(res["got"]) < len(res["want"]):
                 while prng.random() < stall:
                     await ctx.tick()
-                res["got"].append(codec.output(await stream_get(ctx, dut.o_stream)))
+                res["got"].append(decode(await stream_get(ctx, dut.o_stream)))
                 if res["got"][-1][1]:
                     break
             # the edge that took the last beat ended the command: the counters are final now
@@ -89,7 +95,7 @@ def run_layers(dut, layers, *, latency=4, bw=None, stall=0.0, idle=0.0, seed=0, 
             cycle += 1
             if cv and cr:
                 accepts.append(cycle)
-            if ov and orr and codec.output(payload)[1]:
+            if ov and orr and decode(payload)[1]:
                 finals.append(cycle)
 
     sim = Simulator(dut)
@@ -138,6 +144,32 @@ def test_layers_match_golden_with_stalls(p, s, word_bits, shapes):
     for res, layer in zip(results, layers):
         assert res["got"] == res["want"]
         check_counters(res, layer, p, s)
+
+
+@pytest.mark.parametrize("p,s,word_bits,shapes", [SHAPES[0], SHAPES[3]])
+def test_raw_mode_popcounts_with_stalls(p, s, word_bits, shapes):
+    """Raw mode: the PE array's popcounts come out (channels past N zero), same order and counters."""
+    rng = np.random.default_rng(p * 10 + s)
+    dut = LinearEngine(p=p, s=s, max_k=max(k for _, k, _ in shapes), max_n=max(c for _, _, c in shapes),
+                       max_tokens=max(n for n, _, _ in shapes), word_bits=word_bits, addr_width=12, raw=True)
+    assert dut.thr is None and "t_stream" not in dut.signature.members
+    layers = [random_layer(rng, n, k, n_out, p, dut.acc_width) for n, k, n_out in shapes]
+    results = run_layers(dut, layers, latency=5, bw=word_bits / 2, stall=0.4, idle=0.3, seed=p, dirty=True)
+    for res, layer in zip(results, layers):
+        assert res["got"] == res["want"]
+        check_counters(res, layer, p, s)
+
+
+@pytest.mark.parametrize("p,s,word_bits,n,k,n_out,latency,bw", [(4, 16, 16, 8, 64, 16, 6, 16.0),
+                                                               (2, 8, 8, 3, 20, 5, 12, 8.0)])
+def test_raw_mode_cycles_match_model(p, s, word_bits, n, k, n_out, latency, bw):
+    rng = np.random.default_rng(n * k)
+    dut = LinearEngine(p=p, s=s, max_k=k, max_n=n_out, max_tokens=n, word_bits=word_bits, addr_width=12, raw=True)
+    layer = random_layer(rng, n, k, n_out, p, dut.acc_width)
+    (res,) = run_layers(dut, [layer], latency=latency, bw=bw)
+    assert res["got"] == res["want"]
+    model = dut.expected_cycles(n, k, n_out, bw, latency)
+    assert abs(res["measured"] - model) <= 0.01 * model + 4, (res["measured"], model, res["counters"])
 
 
 def test_output_backpressure_is_counted():

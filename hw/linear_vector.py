@@ -1,0 +1,374 @@
+"""Linear + vector op: a W1A1 binary linear layer whose popcounts go through the vector unit.
+
+The attention output projection and the FFN down-projection of a W1A1 layer:
+``LN(align(alpha*(2*popcount_xnor(x, W) - K) + bias) + residual)`` and its sign bits, exactly
+:func:`bebert.golden.linear_vector.linear_vector` (``docs/hw-engine.md``, "Linear + vector op").
+"""
+
+from __future__ import annotations
+
+from amaranth.hdl import Module, Mux, Shape, Signal, signed, unsigned
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.memory import Memory
+from amaranth.lib.wiring import In, Out
+from amaranth.utils import bits_for
+
+from ..golden import linear_vector as _golden
+from ..golden.vector import VectorFormats
+from ._params import check_positive
+from .linear import ActivationLoad, LinearCodec, LinearCommand, LinearEngine
+from .vector import VectorLoad, VectorUnit
+
+__all__ = ["ResidualLoad", "LinearVectorOutput", "LinearVectorCounters", "LinearVectorOp", "LinearVectorCodec"]
+
+
+class ResidualLoad(data.StructLayout):
+    """An ``r_stream`` beat: ``x`` (one residual code, ``layernorm`` format); ``last`` ends the load."""
+
+    def __init__(self, fmts: VectorFormats):
+        super().__init__({"x": signed(fmts.layernorm.bits), "last": unsigned(1)})
+
+
+class LinearVectorOutput(data.StructLayout):
+    """An ``o_stream`` beat: ``y`` (LayerNorm output code), ``bit`` (``y >= 0``), ``last`` (the
+    token's last channel), ``final`` (the command's last beat)."""
+
+    def __init__(self, fmts: VectorFormats):
+        super().__init__({"y": signed(fmts.layernorm.bits), "bit": unsigned(1), "last": unsigned(1),
+                          "final": unsigned(1)})
+
+
+class LinearVectorCounters(data.StructLayout):
+    """Performance counters of the last command (see :class:`LinearVectorOp`)."""
+
+    def __init__(self, width: int):
+        super().__init__({name: unsigned(width) for name in LinearVectorOp.COUNTERS})
+
+
+class LinearVectorOp(wiring.Component):
+    """``n`` tokens through a binary linear layer of ``H`` output channels and the vector unit.
+
+    ``acc[t, c] = popcount(~(x[t] ^ W[c]))`` (``K`` input bits, ``c < H``) by a raw-mode
+    :class:`bebert.hw.linear.LinearEngine` (channel group major: group ``g`` of ``P``
+    channels, all tokens, all folds), stored in a popcount buffer of ``max_tokens x
+    ceil(max_h/P)`` words of ``P`` accumulators (word ``t*G_max + g`` = group ``g`` of token
+    ``t``: one write per engine beat, never a stall); then each token's row, channel by
+    channel, with the residual code ``x[t, c]`` from the residual buffer, into a
+    :class:`bebert.hw.vector.VectorUnit`: ``out[t, c]`` (the LayerNorm output) and
+    ``bit = out >= 0``, exactly :func:`bebert.golden.linear_vector.linear_vector`.
+
+    A token's row is complete once the last group's beat for it is written, so the vector
+    feed of token 0 starts while the last group still computes the later tokens; the vector
+    unit's two banks let token ``t+1`` enter while token ``t`` is normalized.
+
+    Ports
+    -----
+    x_stream : In(:class:`bebert.hw.linear.ActivationLoad`)
+        The engine's activation load (``n*F`` beats, token major), before the command.
+    p_stream : In(:class:`bebert.hw.vector.VectorLoad`)
+        The vector unit's parameter table (``scale``, ``bias``, ``gamma``, ``beta`` per
+        channel; ``last`` on channel ``H - 1`` with ``k = K``), before the command. ``H`` and
+        ``K`` of the table must equal the command's ``channels`` and ``k``.
+    r_stream : In(:class:`ResidualLoad`)
+        The residual codes entering the layer, ``n*H`` beats token major (beat ``t*H + c`` =
+        ``x[t, c]``), written from address 0; ``last`` resets the write address.
+    c_stream : In(:class:`bebert.hw.linear.LinearCommand`)
+        ``tokens`` = n, ``k`` = K, ``channels`` = H, ``base`` (weight tiles, the engine's layout).
+    req_stream, rsp_stream : the engine's memory port.
+    o_stream : Out(:class:`LinearVectorOutput`)
+        ``n*H`` beats token major: ``out[t, c]``, its sign bit, ``last`` on channel ``H-1``,
+        ``final`` on the command's last beat.
+    counters : Out(:class:`LinearVectorCounters`)
+        Cleared when a command is accepted, final when ``running`` falls. ``cycles``
+        (acceptance to the transfer of the ``final`` beat); ``busy``, ``stall_weights``,
+        ``stall_output`` (the engine's, see :class:`~bebert.hw.linear.LinearEngine`; the
+        popcount buffer never backpressures); ``vector_beats`` (beats into the vector unit,
+        ``n*H``); ``vector_wait`` (cycles the feed had no beat because the next token's row
+        was not complete: waiting on the linear layer); ``vector_stalls`` (cycles a beat
+        waited at the vector unit's input: its banks busy or output backpressure).
+    running : Out(1)
+        A command is in progress; all loads and commands are refused while it is.
+
+    Parameters
+    ----------
+    p, s, max_k, max_tokens, word_bits, addr_width, fetch_depth, counter_bits, impl :
+        As :class:`bebert.hw.linear.LinearEngine` (its ``max_n`` is ``max_h``).
+    max_h : int
+        Largest ``H`` (output channels of the linear layer = LayerNorm width).
+    fmts : VectorFormats, optional
+        The vector unit's formats (default :meth:`VectorFormats.default` for ``max_h``).
+
+    Raises
+    ------
+    TypeError
+        If a size parameter is not a positive integer, or ``fmts`` is not a ``VectorFormats``.
+    ValueError
+        From the sub-blocks (counter width, ``impl``, formats).
+    """
+
+    COUNTERS = ("cycles", "busy", "stall_weights", "stall_output", "vector_beats", "vector_wait",
+                "vector_stalls")
+
+    def __init__(self, *, p: int, s: int, max_k: int, max_h: int, max_tokens: int, word_bits: int,
+                 fmts: VectorFormats | None = None, addr_width: int = 24, fetch_depth: int = 2,
+                 counter_bits: int = 32, impl: str = "behavioral"):
+        for name, v in (("P (output channels)", p), ("S (input bits per cycle)", s), ("max_k", max_k),
+                        ("max_h", max_h), ("max_tokens", max_tokens), ("word_bits", word_bits),
+                        ("counter_bits", counter_bits)):
+            check_positive(self, name, v)
+        if fmts is not None and not isinstance(fmts, VectorFormats):
+            self._MustUse__used = True
+            raise TypeError(f"fmts must be a VectorFormats, not {type(fmts).__name__}")
+        try:
+            self.engine = LinearEngine(p=p, s=s, max_k=max_k, max_n=max_h, max_tokens=max_tokens,
+                                       word_bits=word_bits, addr_width=addr_width, fetch_depth=fetch_depth,
+                                       counter_bits=counter_bits, impl=impl, raw=True)
+            self.vu = VectorUnit(max_h=max_h, max_k=max_k, fmts=fmts)
+        except (TypeError, ValueError):
+            self._MustUse__used = True
+            raise
+        self._p, self._s, self._max_k, self._max_h = p, s, max_k, max_h
+        self._max_tokens, self._word_bits, self._addr_width = max_tokens, word_bits, addr_width
+        self._counter_bits = counter_bits
+        self._fmts = self.vu.fmts
+        self._g_max = -(-max_h // p)
+        super().__init__({
+            "x_stream": In(stream.Signature(ActivationLoad(s))),
+            "p_stream": In(stream.Signature(VectorLoad(self._fmts, max_h, max_k))),
+            "r_stream": In(stream.Signature(ResidualLoad(self._fmts))),
+            "c_stream": In(stream.Signature(LinearCommand(max_tokens, max_k, max_h, addr_width))),
+            "req_stream": Out(stream.Signature(unsigned(addr_width))),
+            "rsp_stream": In(stream.Signature(unsigned(word_bits))),
+            "o_stream": Out(stream.Signature(LinearVectorOutput(self._fmts))),
+            "counters": Out(LinearVectorCounters(counter_bits)),
+            "running": Out(1),
+        })
+
+    p = property(lambda self: self._p)
+    s = property(lambda self: self._s)
+    max_k = property(lambda self: self._max_k)
+    max_h = property(lambda self: self._max_h)
+    max_tokens = property(lambda self: self._max_tokens)
+    word_bits = property(lambda self: self._word_bits)
+    fmts = property(lambda self: self._fmts)
+    acc_width = property(lambda self: self.engine.acc_width)
+
+    @property
+    def codec(self) -> "LinearVectorCodec":
+        """Payload encoders for this op's streams."""
+        return LinearVectorCodec(p=self._p, s=self._s, max_k=self._max_k, max_h=self._max_h,
+                                 max_tokens=self._max_tokens, fmts=self._fmts, addr_width=self._addr_width)
+
+    def expected_cycles(self, n: int, k: int, h: int, bits_per_cycle: float, latency: int, **kw):
+        """:func:`bebert.golden.linear_vector.expected_cycles` with this op's parameters."""
+        return _golden.expected_cycles(n, k, h, self._p, self._s, bits_per_cycle, latency,
+                                       word_bits=self._word_bits, pe_latency=self.engine.pe.latency,
+                                       stats_cycles=self.vu.stats_cycles, vector_latency=self.vu.latency, **kw)
+
+    def elaborate(self, platform):
+        m = Module()
+        p, g_max, aw = self._p, self._g_max, self.engine.acc_width
+        m.submodules.engine = eng = self.engine
+        m.submodules.vu = vu = self.vu
+        wiring.connect(m, eng.req_stream, wiring.flipped(self.req_stream))
+        wiring.connect(m, wiring.flipped(self.rsp_stream), eng.rsp_stream)
+
+        running = Signal()
+        cmd = Signal(LinearCommand(self._max_tokens, self._max_k, self._max_h, self._addr_width))
+        accept = self.c_stream.valid & self.c_stream.ready
+        m.d.comb += [
+            self.running.eq(running),
+            # loads and commands only between commands
+            eng.x_stream.payload.eq(self.x_stream.payload),
+            eng.x_stream.valid.eq(self.x_stream.valid & ~running),
+            self.x_stream.ready.eq(eng.x_stream.ready & ~running),
+            vu.p_stream.payload.eq(self.p_stream.payload),
+            vu.p_stream.valid.eq(self.p_stream.valid & ~running),
+            self.p_stream.ready.eq(vu.p_stream.ready & ~running),
+            eng.c_stream.payload.eq(self.c_stream.payload),
+            eng.c_stream.valid.eq(self.c_stream.valid & ~running),
+            self.c_stream.ready.eq(eng.c_stream.ready & ~running),
+        ]
+        with m.If(accept):
+            m.d.sync += [cmd.eq(self.c_stream.payload), running.eq(1)]
+
+        # ---- residual buffer: n*H codes, token major, loaded from address 0
+        m.submodules.rbuf = rbuf = Memory(shape=signed(self._fmts.layernorm.bits),
+                                          depth=self._max_tokens * self._max_h, init=[])
+        r_wr, r_rd = rbuf.write_port(), rbuf.read_port()
+        r_ptr = Signal(range(self._max_tokens * self._max_h))
+        m.d.comb += [
+            self.r_stream.ready.eq(~running),
+            r_wr.addr.eq(r_ptr), r_wr.data.eq(self.r_stream.payload.x),
+            r_wr.en.eq(self.r_stream.valid & ~running),
+        ]
+        with m.If(r_wr.en):
+            m.d.sync += r_ptr.eq(Mux(self.r_stream.payload.last, 0, r_ptr + 1))
+
+        # ---- popcount buffer: word t*G_max + g holds group g of token t (P accumulators)
+        m.submodules.abuf = abuf = Memory(shape=unsigned(p * aw), depth=self._max_tokens * g_max, init=[])
+        a_wr, a_rd = abuf.write_port(), abuf.read_port()
+        wr_addr = Signal(range(self._max_tokens * g_max))
+        wr_gaddr = Signal(range(g_max + 1))               # group g: word of token 0
+        wr_c0 = Signal(bits_for(self._max_h + p))
+        wr_t = Signal(range(self._max_tokens))
+        rows_done = Signal(range(self._max_tokens + 1))   # tokens whose whole row is in the buffer
+        take = eng.o_stream.valid
+        m.d.comb += [
+            eng.o_stream.ready.eq(1),
+            a_wr.addr.eq(wr_addr), a_wr.data.eq(eng.o_stream.payload.acc.as_value()), a_wr.en.eq(take),
+        ]
+        with m.If(accept):
+            m.d.sync += [wr_addr.eq(0), wr_gaddr.eq(0), wr_c0.eq(0), wr_t.eq(0), rows_done.eq(0)]
+        with m.Elif(take):
+            with m.If(wr_t == cmd.tokens - 1):
+                m.d.sync += [wr_t.eq(0), wr_gaddr.eq(wr_gaddr + 1), wr_addr.eq(wr_gaddr + 1), wr_c0.eq(wr_c0 + p)]
+            with m.Else():
+                m.d.sync += [wr_t.eq(wr_t + 1), wr_addr.eq(wr_addr + g_max)]
+            with m.If(wr_c0 + p >= cmd.channels):
+                m.d.sync += rows_done.eq(rows_done + 1)
+
+        # ---- feed: token t, channel c -> (acc lane c % P of word t*G_max + c//P, residual t*H + c)
+        rd_active = Signal()
+        rd_t = Signal(range(self._max_tokens))
+        rd_c = Signal(range(self._max_h))
+        rd_i = Signal(range(p))
+        rd_tbase = Signal(range(self._max_tokens * g_max + g_max))
+        rd_addr = Signal(range(self._max_tokens * g_max + g_max))
+        rd_raddr = Signal(range(self._max_tokens * self._max_h))
+        b_valid = Signal()
+        b_lane = Signal(range(p))
+        advance = Signal()
+        row_in = Signal()
+        issue = Signal()
+        m.d.comb += [
+            row_in.eq(rows_done > rd_t),
+            advance.eq(~b_valid | vu.i_stream.ready),
+            issue.eq(advance & rd_active & row_in),
+            a_rd.addr.eq(rd_addr), a_rd.en.eq(advance),
+            r_rd.addr.eq(rd_raddr), r_rd.en.eq(advance),
+            vu.i_stream.valid.eq(b_valid),
+            vu.i_stream.payload.x.eq(r_rd.data),
+        ]
+        lanes = data.ArrayLayout(signed(aw), p)(a_rd.data)
+        with m.Switch(b_lane):
+            for i in range(p):
+                with m.Case(i):
+                    m.d.comb += vu.i_stream.payload.acc.eq(lanes[i])
+        with m.If(advance):
+            m.d.sync += [b_valid.eq(issue), b_lane.eq(rd_i)]
+        with m.If(accept):
+            m.d.sync += [rd_active.eq(1), rd_t.eq(0), rd_c.eq(0), rd_i.eq(0), rd_tbase.eq(0), rd_addr.eq(0),
+                         rd_raddr.eq(0)]
+        with m.Elif(issue):
+            m.d.sync += rd_raddr.eq(rd_raddr + 1)
+            with m.If(rd_c == cmd.channels - 1):
+                m.d.sync += [rd_c.eq(0), rd_i.eq(0), rd_t.eq(rd_t + 1), rd_tbase.eq(rd_tbase + g_max),
+                             rd_addr.eq(rd_tbase + g_max)]
+                with m.If(rd_t == cmd.tokens - 1):
+                    m.d.sync += rd_active.eq(0)
+            with m.Elif(rd_i == p - 1):
+                m.d.sync += [rd_c.eq(rd_c + 1), rd_i.eq(0), rd_addr.eq(rd_addr + 1)]
+            with m.Else():
+                m.d.sync += [rd_c.eq(rd_c + 1), rd_i.eq(rd_i + 1)]
+
+        # ---- output: the vector unit's beats, the command's last one flagged
+        out_t = Signal(range(self._max_tokens))
+        final = vu.o_stream.payload.last & (out_t == cmd.tokens - 1)
+        m.d.comb += [
+            self.o_stream.valid.eq(vu.o_stream.valid),
+            vu.o_stream.ready.eq(self.o_stream.ready),
+            self.o_stream.payload.y.eq(vu.o_stream.payload.y),
+            self.o_stream.payload.bit.eq(vu.o_stream.payload.bit),
+            self.o_stream.payload.last.eq(vu.o_stream.payload.last),
+            self.o_stream.payload.final.eq(final),
+        ]
+        gave = self.o_stream.valid & self.o_stream.ready
+        with m.If(accept):
+            m.d.sync += out_t.eq(0)
+        with m.Elif(gave & vu.o_stream.payload.last):
+            m.d.sync += out_t.eq(out_t + 1)
+            with m.If(final):
+                m.d.sync += running.eq(0)
+
+        # ---- performance counters
+        ctr = self.counters
+        m.d.comb += [ctr.busy.eq(eng.counters.busy), ctr.stall_weights.eq(eng.counters.stall_weights),
+                     ctr.stall_output.eq(eng.counters.stall_output)]
+        own = (ctr.cycles, ctr.vector_beats, ctr.vector_wait, ctr.vector_stalls)
+        with m.If(accept):
+            m.d.sync += [c.eq(0) for c in own]
+        with m.Elif(running):
+            m.d.sync += ctr.cycles.eq(ctr.cycles + 1)
+            with m.If(vu.i_stream.valid & vu.i_stream.ready):
+                m.d.sync += ctr.vector_beats.eq(ctr.vector_beats + 1)
+            with m.If(~b_valid & rd_active & ~row_in):
+                m.d.sync += ctr.vector_wait.eq(ctr.vector_wait + 1)
+            with m.If(b_valid & ~vu.i_stream.ready):
+                m.d.sync += ctr.vector_stalls.eq(ctr.vector_stalls + 1)
+        return m
+
+
+# ---- plain-integer encoders for testbenches
+
+def _pack(layout, **values) -> int:
+    word = 0
+    for name, value in values.items():
+        fld = layout[name]
+        width = Shape.cast(fld.shape).width
+        v = int(value)
+        lo = -(1 << (width - 1)) if Shape.cast(fld.shape).signed else 0
+        if not lo <= v < lo + (1 << width):
+            raise ValueError(f"{name}={v} does not fit {width} bits")
+        word |= (v & ((1 << width) - 1)) << fld.offset
+    return word
+
+
+class LinearVectorCodec:
+    """Payload encoders/decoders of a :class:`LinearVectorOp`'s streams, from its parameters alone."""
+
+    def __init__(self, *, p: int, s: int, max_k: int, max_h: int, max_tokens: int, fmts: VectorFormats,
+                 addr_width: int = 24):
+        self.p, self.s, self.max_k, self.max_h, self.max_tokens, self.fmts = p, s, max_k, max_h, max_tokens, fmts
+        self.linear = LinearCodec(p=p, s=s, max_k=max_k, max_n=max_h, max_tokens=max_tokens, addr_width=addr_width)
+        self.p_layout = VectorLoad(fmts, max_h, max_k)
+        self.r_layout = ResidualLoad(fmts)
+        self.o_layout = LinearVectorOutput(fmts)
+
+    def command(self, tokens: int, k: int, h: int, base: int) -> int:
+        """A ``c_stream`` payload; ``ValueError`` outside the op's limits."""
+        return self.linear.command(tokens, k, h, base)
+
+    def activations(self, beats: list[int]) -> list[int]:
+        """``x_stream`` payloads (:func:`bebert.golden.linear.activation_beats`)."""
+        return self.linear.activations(beats)
+
+    def params(self, k: int, scale, bias, gamma, beta) -> list[int]:
+        """``p_stream`` payloads: one per channel, the last carrying ``k``."""
+        h = len(scale)
+        if not (1 <= h <= self.max_h and 1 <= k <= self.max_k) or not len(bias) == len(gamma) == len(beta) == h:
+            raise ValueError(f"a table of H = {h} channels (bias {len(bias)}, gamma {len(gamma)}, beta "
+                             f"{len(beta)}) and K = {k} does not fit H <= {self.max_h}, K <= {self.max_k}")
+        return [_pack(self.p_layout, addr=i, scale=scale[i], bias=bias[i], gamma=gamma[i], beta=beta[i],
+                      k=k if i == h - 1 else 0, last=int(i == h - 1)) for i in range(h)]
+
+    def residuals(self, x) -> list[int]:
+        """``r_stream`` payloads of ``x`` ``(n, H)``, token major, the last flagged."""
+        flat = [int(v) for row in x for v in row]
+        if len(flat) > self.max_tokens * self.max_h:
+            raise ValueError(f"{len(flat)} residual codes overflow the buffer of {self.max_tokens * self.max_h}")
+        return [_pack(self.r_layout, x=v, last=int(i == len(flat) - 1)) for i, v in enumerate(flat)]
+
+    def output(self, payload: int) -> tuple[int, int, int, int]:
+        """``o_stream`` payload -> ``(y, bit, last, final)``."""
+        lay = self.o_layout
+        yw = self.fmts.layernorm.bits
+        y = (payload >> lay["y"].offset) & ((1 << yw) - 1)
+        y -= (1 << yw) if y >> (yw - 1) else 0
+        return (y, (payload >> lay["bit"].offset) & 1, (payload >> lay["last"].offset) & 1,
+                (payload >> lay["final"].offset) & 1)
+
+    def counters(self, value: int, width: int = 32) -> dict[str, int]:
+        """The ``counters`` port's bits -> a dict."""
+        lay = LinearVectorCounters(width)
+        return {name: (value >> lay[name].offset) & ((1 << width) - 1) for name in LinearVectorOp.COUNTERS}
