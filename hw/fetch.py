@@ -184,7 +184,14 @@ class WeightFetch(wiring.Component):
                 m.d.sync += count.eq(count + 1)
         # The cycle after the last word, the shift register holds the whole tile; a registered
         # strobe (one copy per chunk) moves it into the tile queue as the next word shifts in.
-        complete_copies = register_copies(m, complete, n_chunks, impl, "complete")
+        # Each copy is made from that chunk's copy of the valid and a copy of "the next word
+        # completes a tile" (a register per 8 chunks), so no net spans the whole tile.
+        next_count = Mux(rsp_valid, Mux(complete, 0, count + 1), count)
+        at_last = register_copies(m, next_count == wpt - 1, -(-n_chunks // 8), impl, "at_last")
+        complete_copies = []
+        for c in range(n_chunks):
+            d = lut_cell(m, [valid_copies[c], at_last[c // 8]], lambda v, a: v & a, impl, f"complete_d{c}", keep=True)
+            complete_copies += register_copies(m, d, 1, impl, f"complete{c}")
         complete_q = Signal()
         last_q = Signal()
         m.d.sync += [complete_q.eq(complete), last_q.eq(is_last)]
