@@ -186,7 +186,8 @@ def expected_cycles(n: int, k: int, n_out: int, p: int, s: int, bits_per_cycle: 
       between two groups' fetch commands: ``R_j >= R_{j-1} + max(wpt*iv, wpt + [f == 0])``;
       the fetch unit's credit lets tile ``j``'s
       requests start only after tile ``j - fetch_depth`` left it, so
-      ``R_j >= W_{j-depth} + 1 + latency + (wpt-1)*iv + 5``; ``R_0 = F + latency + wpt*iv``
+      ``R_j >= W_{j-depth} + 1 + latency + ceil((wpt-1)*iv) + 5`` (the memory answers on whole
+      cycles); ``R_0 = F + latency + wpt*iv``
       (``F`` cycles of setup: ``ceil(K/S)`` without a divider);
     - ``W_j`` (tile written into the group buffer) ``= max(R_j, W_{j-1} + 1, B_g)``, where
       ``B_g`` is when group ``g``'s bank is free: the end of group ``g - 2``'s compute;
@@ -231,7 +232,7 @@ def expected_cycles(n: int, k: int, n_out: int, p: int, s: int, bits_per_cycle: 
             else:  # the memory's pace; the request side loses a cycle between two groups' commands
                 r = ready[j - 1] + max(wpt * iv, wpt + (f == 0))
             if j >= fetch_depth:
-                r = max(r, written[j - fetch_depth] + 1 + latency + (wpt - 1) * iv + 5)
+                r = max(r, written[j - fetch_depth] + 1 + latency + math.ceil((wpt - 1) * iv) + 5)
             ready.append(r)
             written.append(max(r, written[j - 1] + 1 if j else 0, bank_free))
         starts.append(max(written[-1] + 1, starts[-1] + group_time if starts else 0))

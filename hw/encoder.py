@@ -1,0 +1,633 @@
+"""One W1A1 encoder layer: the ops of ``golden.schedule`` run in order by a sequencer.
+
+The contract is :func:`bebert.golden.encoder.encoder_layer` (every intermediate, which equals
+:class:`bebert.golden.infer.GoldenModel`'s taps) with the memory image
+:func:`bebert.golden.encoder.layer_image` and the cycle model
+:func:`bebert.golden.encoder.expected_cycles` (``docs/hw-engine.md``, "Encoder layer").
+"""
+
+from __future__ import annotations
+
+from amaranth.hdl import Cat, Module, Mux, Shape, Signal, signed, unsigned
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.memory import Memory
+from amaranth.lib.wiring import In, Out
+from amaranth.utils import bits_for
+
+from ..golden import encoder as _golden
+from ..golden.vector import VectorFormats
+from ._params import check_positive
+from .attention import AttentionKind, BiAttention
+from .linear import LinearEngine
+from .linear_vector import LinearVectorOp, LinearVectorOutput
+from .threshold import ThresholdEntry, ThresholdLoad
+
+__all__ = ["EncoderInput", "EncoderParamLoad", "EncoderCommand", "EncoderCounters", "EncoderLayer",
+           "EncoderCodec"]
+
+
+class EncoderInput(data.StructLayout):
+    """An ``i_stream`` beat: ``x`` (one residual code of the layer input, ``layernorm`` format);
+    ``last`` ends the load."""
+
+    def __init__(self, fmts: VectorFormats):
+        super().__init__({"x": signed(fmts.layernorm.bits), "last": unsigned(1)})
+
+
+class EncoderParamLoad(data.StructLayout):
+    """A ``p_stream`` beat: channel ``addr`` of vector table ``table`` (0: ``attn_out`` + ``attn_ln``,
+    1: ``ffn_out`` + ``ffn_ln``): ``scale``, ``bias``, ``gamma``, ``beta``."""
+
+    def __init__(self, fmts: VectorFormats, hidden: int):
+        super().__init__({
+            "table": unsigned(1),
+            "addr": unsigned(bits_for(hidden - 1)),
+            "scale": signed(fmts.scale.bits),
+            "bias": signed(fmts.bias.bits),
+            "gamma": signed(fmts.ln_weight.bits),
+            "beta": signed(fmts.ln_bias.bits),
+        })
+
+
+class _VectorEntry(data.StructLayout):
+    def __init__(self, fmts: VectorFormats):
+        super().__init__({"scale": signed(fmts.scale.bits), "bias": signed(fmts.bias.bits),
+                          "gamma": signed(fmts.ln_weight.bits), "beta": signed(fmts.ln_bias.bits)})
+
+
+class EncoderCommand(data.StructLayout):
+    """A ``c_stream`` beat: ``tokens`` (n, 1..max_tokens), ``keys`` (tokens ``0 .. keys-1`` are real
+    keys, the rest padding masked in attention; 1..n), ``base`` (word address of the layer's image)."""
+
+    def __init__(self, max_tokens: int, addr_width: int):
+        super().__init__({"tokens": unsigned(bits_for(max_tokens)), "keys": unsigned(bits_for(max_tokens)),
+                          "base": unsigned(addr_width)})
+
+
+class EncoderCounters(data.StructLayout):
+    """Performance counters of the last command (see :class:`EncoderLayer`)."""
+
+    def __init__(self, width: int):
+        super().__init__({name: unsigned(width) for name in EncoderLayer.COUNTERS})
+
+
+class _Copy:
+    """A two-level copy loop (``outer x inner`` beats) from synchronous read ports to a stream.
+
+    ``o``, ``i``, ``lin`` are the read side's indices (the caller derives the read address from
+    them and drives the read ports' ``en`` with ``advance``); ``b_*`` are the registered indices
+    of the beat on offer (``b_valid``), whose data the read ports now hold.
+    """
+
+    def __init__(self, m, name, n_outer, max_outer, n_inner, max_inner, dst_ready):
+        self.start = Signal(name=f"{name}_start")
+        self.active = Signal(name=f"{name}_active")
+        self.o = Signal(range(max_outer), name=f"{name}_o")
+        self.i = Signal(range(max_inner), name=f"{name}_i")
+        self.lin = Signal(range(max_outer * max_inner), name=f"{name}_lin")
+        self.b_valid = Signal(name=f"{name}_b_valid")
+        self.b_o = Signal(range(max_outer), name=f"{name}_b_o")
+        self.b_i = Signal(range(max_inner), name=f"{name}_b_i")
+        self.b_ilast = Signal(name=f"{name}_b_ilast")
+        self.b_last = Signal(name=f"{name}_b_last")
+        self.advance = Signal(name=f"{name}_advance")
+        self.issue = Signal(name=f"{name}_issue")
+        self.busy = Signal(name=f"{name}_busy")
+        inner_last = Signal(name=f"{name}_inner_last")
+        outer_last = Signal(name=f"{name}_outer_last")
+        m.d.comb += [
+            self.advance.eq(~self.b_valid | dst_ready),
+            self.issue.eq(self.advance & self.active),
+            inner_last.eq(self.i == n_inner - 1),
+            outer_last.eq(self.o == n_outer - 1),
+            self.busy.eq(self.active | self.b_valid),
+        ]
+        with m.If(self.advance):
+            m.d.sync += [self.b_valid.eq(self.issue), self.b_o.eq(self.o), self.b_i.eq(self.i),
+                         self.b_ilast.eq(inner_last), self.b_last.eq(inner_last & outer_last)]
+        with m.If(self.start):
+            m.d.sync += [self.active.eq(1), self.o.eq(0), self.i.eq(0), self.lin.eq(0)]
+        with m.Elif(self.issue):
+            m.d.sync += self.lin.eq(self.lin + 1)
+            with m.If(inner_last):
+                m.d.sync += self.i.eq(0)
+                with m.If(outer_last):
+                    m.d.sync += self.active.eq(0)
+                with m.Else():
+                    m.d.sync += self.o.eq(self.o + 1)
+            with m.Else():
+                m.d.sync += self.i.eq(self.i + 1)
+
+
+class EncoderLayer(wiring.Component):
+    """One BiBERT (W1A1) encoder layer for ``n`` tokens, its ops run in the schedule's order.
+
+    ``out = ffn_ln`` of the layer for the input residual codes ``R`` (``n x H``), exactly
+    :func:`bebert.golden.encoder.encoder_layer` (= :class:`bebert.golden.infer.GoldenModel`'s
+    layer). One :class:`~bebert.hw.linear.LinearEngine` (Q/K/V as one command of ``N = 3H``
+    channels, then FFN1), one :class:`~bebert.hw.linear_vector.LinearVectorOp` (``attn_out`` +
+    ``attn_ln`` with the layer input as residual, then ``ffn_out`` + ``ffn_ln``) and one
+    :class:`~bebert.hw.attention.BiAttention` (head size ``d = H / heads``), with the buffers
+    between them:
+
+    - the bit buffer (``max_tokens`` words of ``max(ceil(3H/P), ceil(F/P)) * P`` bits, written
+      ``P`` bits per engine beat): the Q/K/V bits, later the FFN1 bits of token ``t`` in word ``t``;
+    - the context buffer (``max_tokens`` words of ``H`` bits, written ``d`` bits per attention row);
+    - the residual buffer (``max_tokens * H`` codes): the ``attn_ln`` output, replayed as the
+      ``ffn_out`` residual;
+    - the threshold table (``ceil(3H/P) + ceil(F/P)`` groups) and the vector tables (``2H``
+      entries), copied into the ops before their commands.
+
+    Sequencer (one command; the counters' op names in brackets): [qkv] copy the Q/K/V thresholds
+    into the engine, engine command ``(n, H, 3H)`` -> bit buffer; [attention] per head, ``n`` K/V
+    beats (key ``j`` masked for ``j >= keys``) then ``n`` queries -> context buffer; [attn_out]
+    context bits into the linear + vector op, its command ``(n, H, H)``; its output goes into the
+    residual buffer and, packed into ``S``-bit words, into the engine's activation buffer (the FFN1
+    input) as it streams; meanwhile the FFN1 thresholds go into the engine; [ffn_in] engine command
+    ``(n, H, F)`` -> bit buffer, meanwhile the ``ffn_out`` table and the residual replay go into the
+    linear + vector op; [ffn_out] FFN bits into the op, its command ``(n, F, H)``, its output out on
+    ``o_stream``. The ops run one at a time; the single memory port goes to the engine or to the
+    linear + vector op, whichever runs (an op's fetches are all answered before its last output,
+    so the switch never splits a transaction).
+
+    Ports
+    -----
+    i_stream : In(:class:`EncoderInput`)
+        The layer input before the command: ``n*H`` residual codes, token major (beat ``t*H + c``),
+        ``last`` on the final one. The sign bits (``x >= 0``) are packed on the fly into the
+        engine's activation buffer (the Q/K/V input); the codes go into the linear + vector op's
+        residual buffer (the ``attn_out`` residual). Ready only while no command runs.
+    t_stream : In(:class:`bebert.hw.threshold.ThresholdLoad`)
+        The threshold table before the command: group ``addr`` of ``ceil(3H/P)`` Q/K/V groups then
+        ``ceil(F/P)`` FFN1 groups (:func:`bebert.golden.encoder.threshold_table`); ``last`` ignored.
+    p_stream : In(:class:`EncoderParamLoad`)
+        The two vector tables before the command (:func:`bebert.golden.encoder.vector_tables`).
+    c_stream : In(:class:`EncoderCommand`)
+        ``tokens`` (must equal the loaded input's), ``keys``, ``base``: the layer's weights are the
+        image of :func:`bebert.golden.encoder.layer_image` from word ``base``.
+    req_stream, rsp_stream : the memory port (word addresses out, words back in request order).
+    o_stream : Out(:class:`bebert.hw.linear_vector.LinearVectorOutput`)
+        The layer output: ``n*H`` beats token major, ``y`` (``ffn_ln`` code), ``bit`` (``y >= 0``),
+        ``last`` on each token's last channel, ``final`` on the command's last beat.
+    counters : Out(:class:`EncoderCounters`)
+        Cleared when a command is accepted, final once ``running`` falls: ``cycles`` (acceptance to
+        the ``final`` transfer), the cycles of each op (``qkv``, ``attention``, ``attn_out``,
+        ``ffn_in``, ``ffn_out``; they sum to ``cycles``), summed over the linear ops ``busy``,
+        ``stall_weights``, ``stall_output`` (the engines' PE-array counters), over the two vector
+        ops ``vector_beats``, ``vector_wait``, ``vector_stalls``, and ``attn_beats`` (attention
+        input beats, ``heads * 2n``).
+    running : Out(1)
+        A command is in progress (one cycle past the final output transfer).
+
+    Parameters
+    ----------
+    hidden, heads, ffn : the layer's ``H``, attention heads (``H % heads == 0``), ``F``.
+    max_tokens : longest ``n``.
+    p, s : the PE array (of both linear ops).
+    word_bits, addr_width, fetch_depth, counter_bits, impl : as :class:`~bebert.hw.linear.LinearEngine`.
+    kb : Bi-Attention keys per cycle.
+    fmts : the vector unit's formats (default :meth:`VectorFormats.default`).
+
+    Raises
+    ------
+    TypeError
+        If a size parameter is not a positive integer, or ``fmts`` is not a ``VectorFormats``.
+    ValueError
+        If ``heads`` does not divide ``hidden``, or from the ops.
+    """
+
+    COUNTERS = ("cycles",) + _golden.OPS + ("busy", "stall_weights", "stall_output", "vector_beats",
+                                            "vector_wait", "vector_stalls", "attn_beats")
+
+    def __init__(self, *, hidden: int, heads: int, ffn: int, max_tokens: int, p: int, s: int, word_bits: int,
+                 kb: int = 4, fmts: VectorFormats | None = None, addr_width: int = 24, fetch_depth: int = 2,
+                 counter_bits: int = 32, impl: str = "behavioral"):
+        for name, v in (("hidden", hidden), ("heads", heads), ("ffn", ffn), ("max_tokens", max_tokens),
+                        ("P (output channels)", p), ("S (input bits per cycle)", s), ("word_bits", word_bits),
+                        ("kb (keys per cycle)", kb), ("counter_bits", counter_bits)):
+            check_positive(self, name, v)
+        if hidden % heads:
+            self._MustUse__used = True
+            raise ValueError(f"{heads} heads do not divide hidden size {hidden}")
+        if fmts is not None and not isinstance(fmts, VectorFormats):
+            self._MustUse__used = True
+            raise TypeError(f"fmts must be a VectorFormats, not {type(fmts).__name__}")
+        try:
+            self.eng = LinearEngine(p=p, s=s, max_k=hidden, max_n=max(3 * hidden, ffn), max_tokens=max_tokens,
+                                    word_bits=word_bits, addr_width=addr_width, fetch_depth=fetch_depth,
+                                    counter_bits=counter_bits, impl=impl)
+            self.lv = LinearVectorOp(p=p, s=s, max_k=max(hidden, ffn), max_h=hidden, max_tokens=max_tokens,
+                                     word_bits=word_bits, fmts=fmts if fmts is not None else VectorFormats.default(hidden),
+                                     addr_width=addr_width, fetch_depth=fetch_depth, counter_bits=counter_bits,
+                                     impl=impl)
+            self.att = BiAttention(d=hidden // heads, max_len=max_tokens, kb=kb, impl=impl)
+        except (TypeError, ValueError):
+            self._MustUse__used = True
+            raise
+        self._h, self._a, self._f, self._d = hidden, heads, ffn, hidden // heads
+        self._max_tokens, self._p, self._s, self._word_bits = max_tokens, p, s, word_bits
+        self._addr_width, self._fetch_depth, self._counter_bits, self._kb = addr_width, fetch_depth, counter_bits, kb
+        self._fmts = self.lv.fmts
+        self._gq, self._gf = -(-3 * hidden // p), -(-ffn // p)
+        self._offsets = _golden.layer_offsets(hidden, ffn, p, s, word_bits)
+        super().__init__({
+            "i_stream": In(stream.Signature(EncoderInput(self._fmts))),
+            "t_stream": In(stream.Signature(ThresholdLoad(p, self.eng.acc_width, self._gq + self._gf))),
+            "p_stream": In(stream.Signature(EncoderParamLoad(self._fmts, hidden))),
+            "c_stream": In(stream.Signature(EncoderCommand(max_tokens, addr_width))),
+            "req_stream": Out(stream.Signature(unsigned(addr_width))),
+            "rsp_stream": In(stream.Signature(unsigned(word_bits))),
+            "o_stream": Out(stream.Signature(LinearVectorOutput(self._fmts))),
+            "counters": Out(EncoderCounters(counter_bits)),
+            "running": Out(1),
+        })
+
+    hidden = property(lambda self: self._h)
+    heads = property(lambda self: self._a)
+    ffn = property(lambda self: self._f)
+    max_tokens = property(lambda self: self._max_tokens)
+    p = property(lambda self: self._p)
+    s = property(lambda self: self._s)
+    word_bits = property(lambda self: self._word_bits)
+    fmts = property(lambda self: self._fmts)
+    acc_width = property(lambda self: self.eng.acc_width)
+    offsets = property(lambda self: dict(self._offsets))
+
+    @property
+    def codec(self) -> "EncoderCodec":
+        """Payload encoders for this layer's streams."""
+        return EncoderCodec(hidden=self._h, ffn=self._f, p=self._p, max_tokens=self._max_tokens, fmts=self._fmts,
+                            acc_width=self.eng.acc_width, addr_width=self._addr_width)
+
+    def expected_cycles(self, n: int, bits_per_cycle: float, latency: int, **kw):
+        """:func:`bebert.golden.encoder.expected_cycles` with this layer's parameters."""
+        return _golden.expected_cycles(n, self._h, self._a, self._f, self._p, self._s, bits_per_cycle, latency,
+                                       word_bits=self._word_bits, kb=self._kb, pe_latency=self.eng.pe.latency,
+                                       fetch_depth=self._fetch_depth, stats_cycles=self.lv.vu.stats_cycles,
+                                       vector_latency=self.lv.vu.latency, attn_latency=self.att.latency, **kw)
+
+    def elaborate(self, platform):
+        m = Module()
+        h, a, f, d, p, s = self._h, self._a, self._f, self._d, self._p, self._s
+        mt, gq, gf = self._max_tokens, self._gq, self._gf
+        g_max = max(gq, gf)
+        fh, ff = -(-h // s), -(-f // s)
+        off = self._offsets
+        m.submodules.eng = eng = self.eng
+        m.submodules.lv = lv = self.lv
+        m.submodules.att = att = self.att
+
+        cmd = Signal(EncoderCommand(mt, self._addr_width))
+        accept = self.c_stream.valid & self.c_stream.ready
+
+        # ---- buffers and tables
+        m.submodules.bbuf = bbuf = Memory(shape=unsigned(g_max * p), depth=mt, init=[])
+        m.submodules.cbuf = cbuf = Memory(shape=unsigned(h), depth=mt, init=[])
+        m.submodules.rbuf = rbuf = Memory(shape=signed(self._fmts.layernorm.bits), depth=mt * h, init=[])
+        m.submodules.tbl = tbl = Memory(shape=ThresholdEntry(p, eng.acc_width), depth=gq + gf, init=[])
+        m.submodules.vtbl = vtbl = Memory(shape=_VectorEntry(self._fmts), depth=2 * h, init=[])
+        b_wr, b_rd = bbuf.write_port(granularity=p), bbuf.read_port()
+        c_wr, c_rd = cbuf.write_port(granularity=d), cbuf.read_port()
+        r_wr, r_rd = rbuf.write_port(), rbuf.read_port()
+        t_wr, t_rd = tbl.write_port(), tbl.read_port()
+        v_wr, v_rd = vtbl.write_port(), vtbl.read_port()
+
+        # ---- sequencer state
+        phase = Signal(range(7))   # 0 idle, 1 qkv, 2 attention, 3 attn_out, 4 ffn_in, 5 ffn_out, 6 done
+        step = Signal()            # within a phase: 0 command pending, 1 command running
+        idle = phase == 0
+        in_qkv, in_att, in_ao, in_fi, in_fo = (phase == i for i in range(1, 6))
+        running = Signal()
+        m.d.comb += [running.eq(~idle), self.running.eq(running), self.c_stream.ready.eq(idle)]
+
+        # ---- parameter loads (only between commands)
+        m.d.comb += [
+            self.t_stream.ready.eq(idle),
+            t_wr.addr.eq(self.t_stream.payload.addr), t_wr.data.t.eq(self.t_stream.payload.t),
+            t_wr.data.pol.eq(self.t_stream.payload.pol), t_wr.en.eq(self.t_stream.valid & idle),
+            self.p_stream.ready.eq(idle),
+            v_wr.addr.eq(Mux(self.p_stream.payload.table, h + self.p_stream.payload.addr, self.p_stream.payload.addr)),
+            v_wr.data.scale.eq(self.p_stream.payload.scale), v_wr.data.bias.eq(self.p_stream.payload.bias),
+            v_wr.data.gamma.eq(self.p_stream.payload.gamma), v_wr.data.beta.eq(self.p_stream.payload.beta),
+            v_wr.en.eq(self.p_stream.valid & idle),
+        ]
+
+        # ---- copy loops
+        t_base = Signal(range(gq + gf))
+        t_cnt = Signal(range(max(gq, gf) + 1))
+        tcopy = _Copy(m, "tcopy", 1, 1, t_cnt, max(gq, gf), eng.t_stream.ready)
+        m.d.comb += [
+            t_rd.addr.eq(t_base + tcopy.lin), t_rd.en.eq(tcopy.advance),
+            eng.t_stream.valid.eq(tcopy.b_valid),
+            eng.t_stream.payload.addr.eq(tcopy.b_i),
+            eng.t_stream.payload.t.eq(t_rd.data.t), eng.t_stream.payload.pol.eq(t_rd.data.pol),
+            eng.t_stream.payload.last.eq(tcopy.b_last),
+        ]
+        p_sel = Signal()
+        pcopy = _Copy(m, "pcopy", 1, 1, h, h, lv.p_stream.ready)
+        m.d.comb += [
+            v_rd.addr.eq(Mux(p_sel, h, 0) + pcopy.lin), v_rd.en.eq(pcopy.advance),
+            lv.p_stream.valid.eq(pcopy.b_valid),
+            lv.p_stream.payload.addr.eq(pcopy.b_i),
+            lv.p_stream.payload.scale.eq(v_rd.data.scale), lv.p_stream.payload.bias.eq(v_rd.data.bias),
+            lv.p_stream.payload.gamma.eq(v_rd.data.gamma), lv.p_stream.payload.beta.eq(v_rd.data.beta),
+            lv.p_stream.payload.k.eq(Mux(pcopy.b_last, Mux(p_sel, f, h), 0)),
+            lv.p_stream.payload.last.eq(pcopy.b_last),
+        ]
+        rcopy = _Copy(m, "rcopy", cmd.tokens, mt, h, h, lv.r_stream.ready)
+        # x copy: a bit buffer (context or FFN bits) into the linear + vector op's activations
+        x_sel = Signal()           # 0: context buffer (H bits), 1: bit buffer (FFN bits)
+        x_cnt = Signal(range(max(fh, ff) + 1))
+        xcopy = _Copy(m, "xcopy", cmd.tokens, mt, x_cnt, max(fh, ff), lv.x_stream.ready)
+        # attention feed: outer = 2*head + (0: K/V beats, 1: queries), inner = token
+        afeed = _Copy(m, "afeed", 2 * a, 2 * a, cmd.tokens, mt, att.i_stream.ready)
+
+        xw_bits = max(fh, ff) * s
+        xw_bits = max(xw_bits, -(-(g_max * p) // s) * s)
+        x_src = Mux(x_sel, b_rd.data, c_rd.data)
+        x_word = Signal(xw_bits)
+        m.d.comb += [
+            x_word.eq(x_src),
+            c_rd.addr.eq(xcopy.o), c_rd.en.eq(xcopy.advance),
+            lv.x_stream.valid.eq(xcopy.b_valid),
+            lv.x_stream.payload.data.eq(x_word.word_select(xcopy.b_i, s)),
+            lv.x_stream.payload.last.eq(xcopy.b_last),
+        ]
+        # the bit buffer's read port: the attention feed in the attention phase, else the x copy
+        m.d.comb += [
+            b_rd.addr.eq(Mux(in_att, afeed.i, xcopy.o)),
+            b_rd.en.eq(Mux(in_att, afeed.advance, xcopy.advance)),
+        ]
+        head = afeed.b_o >> 1
+        is_q = afeed.b_o[0]
+        qkv_word = b_rd.data
+        m.d.comb += [
+            att.i_stream.valid.eq(afeed.b_valid),
+            att.i_stream.payload.kind.eq(Mux(is_q, AttentionKind.Q, AttentionKind.KV)),
+            att.i_stream.payload.qk.eq(qkv_word.word_select(Mux(is_q, head, head + a), d)),
+            att.i_stream.payload.v.eq(qkv_word.word_select(head + 2 * a, d)),
+            att.i_stream.payload.mask.eq(afeed.b_i < cmd.keys),
+            att.i_stream.payload.last.eq(afeed.b_ilast),
+        ]
+
+        # ---- bit packer: sign bits into the engine's activation buffer, S per beat, F = ceil(H/S)
+        # per token. Sources: the layer input (idle) or the attn_out op's output.
+        pk_valid, pk_bit, pk_final, pk_ready = Signal(), Signal(), Signal(), Signal()
+        xw = Signal(s)
+        xb = Signal(range(s))
+        xc = Signal(range(h))
+        emit = Signal()
+        word = Signal(s)
+        m.d.comb += [
+            emit.eq((xb == s - 1) | (xc == h - 1) | pk_final),
+            word.eq(xw | (pk_bit << xb)[:s]),
+            pk_ready.eq(~emit | eng.x_stream.ready),
+            eng.x_stream.valid.eq(pk_valid & emit),
+            eng.x_stream.payload.data.eq(word),
+            eng.x_stream.payload.last.eq(pk_final),
+        ]
+        with m.If(pk_valid & pk_ready):
+            with m.If(emit):
+                m.d.sync += [xw.eq(0), xb.eq(0)]
+            with m.Else():
+                m.d.sync += [xw.eq(word), xb.eq(xb + 1)]
+            m.d.sync += xc.eq(Mux((xc == h - 1) | pk_final, 0, xc + 1))
+        with m.Elif(accept):
+            m.d.sync += [xw.eq(0), xb.eq(0), xc.eq(0)]
+
+        # the layer input: codes into the op's residual buffer, sign bits into the packer
+        ins = self.i_stream
+        m.d.comb += [
+            ins.ready.eq(idle & pk_ready & lv.r_stream.ready),
+            lv.r_stream.valid.eq(Mux(idle, ins.valid & pk_ready, rcopy.b_valid)),
+            lv.r_stream.payload.x.eq(Mux(idle, ins.payload.x, r_rd.data)),
+            lv.r_stream.payload.last.eq(Mux(idle, ins.payload.last, rcopy.b_last)),
+            r_rd.addr.eq(rcopy.lin), r_rd.en.eq(rcopy.advance),
+        ]
+        lvo = lv.o_stream
+        m.d.comb += [
+            pk_valid.eq(Mux(idle, ins.valid & lv.r_stream.ready, lvo.valid & in_ao)),
+            pk_bit.eq(Mux(idle, ~ins.payload.x[-1], lvo.payload.bit)),
+            pk_final.eq(Mux(idle, ins.payload.last, lvo.payload.final)),
+            lvo.ready.eq(Mux(in_ao, pk_ready, in_fo & self.o_stream.ready)),
+            self.o_stream.valid.eq(lvo.valid & in_fo),
+            self.o_stream.payload.eq(lvo.payload),
+        ]
+        # attn_ln output into the residual buffer (for the ffn_out residual)
+        r_ptr = Signal(range(mt * h))
+        ao_take = lvo.valid & lvo.ready & in_ao
+        m.d.comb += [r_wr.addr.eq(r_ptr), r_wr.data.eq(lvo.payload.y), r_wr.en.eq(ao_take)]
+        with m.If(accept):
+            m.d.sync += r_ptr.eq(0)
+        with m.Elif(ao_take):
+            m.d.sync += r_ptr.eq(r_ptr + 1)
+
+        # ---- engine output (Q/K/V or FFN1 bits, group major) into the bit buffer
+        eo = eng.o_stream
+        e_g = Signal(range(g_max))
+        e_t = Signal(range(mt))
+        e_take = eo.valid   # always ready
+        m.d.comb += [
+            eo.ready.eq(1),
+            b_wr.addr.eq(e_t),
+            b_wr.data.eq(Cat(*([eo.payload.bits] * g_max))),
+            b_wr.en.eq(Mux(e_take, Cat(*(e_g == g for g in range(g_max))), 0)),
+        ]
+        with m.If(eng.c_stream.valid & eng.c_stream.ready):
+            m.d.sync += [e_g.eq(0), e_t.eq(0)]
+        with m.Elif(e_take):
+            with m.If(e_t == cmd.tokens - 1):
+                m.d.sync += [e_t.eq(0), e_g.eq(e_g + 1)]
+            with m.Else():
+                m.d.sync += e_t.eq(e_t + 1)
+        eng_done = e_take & eo.payload.last
+
+        # ---- attention output rows (head major) into the context buffer
+        ao_ = att.o_stream
+        o_h = Signal(range(a))
+        o_i = Signal(range(mt))
+        m.d.comb += [
+            ao_.ready.eq(1),
+            c_wr.addr.eq(o_i),
+            c_wr.data.eq(Cat(*([ao_.payload.c] * a))),
+            c_wr.en.eq(Mux(ao_.valid, Cat(*(o_h == i for i in range(a))), 0)),
+        ]
+        att_done = Signal()
+        m.d.comb += att_done.eq(ao_.valid & (o_h == a - 1) & (o_i == cmd.tokens - 1))
+        with m.If(accept):
+            m.d.sync += [o_h.eq(0), o_i.eq(0)]
+        with m.Elif(ao_.valid):
+            with m.If(o_i == cmd.tokens - 1):
+                m.d.sync += [o_i.eq(0), o_h.eq(o_h + 1)]
+            with m.Else():
+                m.d.sync += o_i.eq(o_i + 1)
+        lv_done = lvo.valid & lvo.ready & lvo.payload.final
+
+        # ---- memory port: the engine's or the linear + vector op's
+        sel = Signal()
+        m.d.comb += sel.eq(in_ao | in_fo)
+        m.d.comb += [
+            self.req_stream.valid.eq(Mux(sel, lv.req_stream.valid, eng.req_stream.valid)),
+            self.req_stream.payload.eq(Mux(sel, lv.req_stream.payload, eng.req_stream.payload)),
+            eng.req_stream.ready.eq(self.req_stream.ready & ~sel),
+            lv.req_stream.ready.eq(self.req_stream.ready & sel),
+            eng.rsp_stream.valid.eq(self.rsp_stream.valid & ~sel),
+            lv.rsp_stream.valid.eq(self.rsp_stream.valid & sel),
+            eng.rsp_stream.payload.eq(self.rsp_stream.payload),
+            lv.rsp_stream.payload.eq(self.rsp_stream.payload),
+            self.rsp_stream.ready.eq(Mux(sel, lv.rsp_stream.ready, eng.rsp_stream.ready)),
+        ]
+
+        # ---- commands of the ops
+        base = cmd.base
+        m.d.comb += [
+            eng.c_stream.valid.eq((in_qkv | in_fi) & (step == 0) & ~tcopy.busy),
+            eng.c_stream.payload.tokens.eq(cmd.tokens),
+            eng.c_stream.payload.k.eq(h),
+            eng.c_stream.payload.channels.eq(Mux(in_qkv, 3 * h, f)),
+            eng.c_stream.payload.base.eq(base + Mux(in_qkv, off["qkv"], off["ffn_in"])),
+            lv.c_stream.valid.eq((in_ao | (in_fo & ~rcopy.busy)) & (step == 0) & ~xcopy.busy & ~pcopy.busy),
+            lv.c_stream.payload.tokens.eq(cmd.tokens),
+            lv.c_stream.payload.k.eq(Mux(in_ao, h, f)),
+            lv.c_stream.payload.channels.eq(h),
+            lv.c_stream.payload.base.eq(base + Mux(in_ao, off["attn_out"], off["ffn_out"])),
+        ]
+        with m.If(eng.c_stream.valid & eng.c_stream.ready | lv.c_stream.valid & lv.c_stream.ready):
+            m.d.sync += step.eq(1)
+
+        # ---- the sequence
+        with m.If(accept):
+            m.d.sync += [cmd.eq(self.c_stream.payload), phase.eq(1), step.eq(0), t_base.eq(0), t_cnt.eq(gq),
+                         p_sel.eq(0)]
+            m.d.comb += [tcopy.start.eq(1), pcopy.start.eq(1)]
+        with m.If(in_qkv & eng_done):
+            m.d.sync += [phase.eq(2), step.eq(1)]
+            m.d.comb += afeed.start.eq(1)
+        with m.If(in_att & att_done):
+            m.d.sync += [phase.eq(3), step.eq(0), x_sel.eq(0), x_cnt.eq(fh), t_base.eq(gq), t_cnt.eq(gf)]
+            m.d.comb += [xcopy.start.eq(1), tcopy.start.eq(1)]
+        with m.If(in_ao & lv_done):
+            m.d.sync += [phase.eq(4), step.eq(0), p_sel.eq(1)]
+            m.d.comb += [pcopy.start.eq(1), rcopy.start.eq(1)]
+        with m.If(in_fi & eng_done):
+            m.d.sync += [phase.eq(5), step.eq(0), x_sel.eq(1), x_cnt.eq(ff)]
+            m.d.comb += xcopy.start.eq(1)
+        with m.If(in_fo & lv_done):
+            m.d.sync += phase.eq(6)
+        with m.If(phase == 6):
+            m.d.sync += phase.eq(0)
+
+        # ---- performance counters
+        ctr = self.counters
+        eng_fin, lv_fin = Signal(), Signal()
+        m.d.sync += [eng_fin.eq(eng_done), lv_fin.eq(lv_done)]
+        with m.If(accept):
+            m.d.sync += [getattr(ctr, name).eq(0) for name in self.COUNTERS]
+        with m.Else():
+            with m.If(running & (phase != 6)):
+                m.d.sync += ctr.cycles.eq(ctr.cycles + 1)
+                for i, name in enumerate(_golden.OPS):
+                    with m.If(phase == i + 1):
+                        m.d.sync += getattr(ctr, name).eq(getattr(ctr, name) + 1)
+            with m.If(eng_fin):
+                m.d.sync += [getattr(ctr, n).eq(getattr(ctr, n) + getattr(eng.counters, n))
+                             for n in ("busy", "stall_weights", "stall_output")]
+            with m.If(lv_fin):
+                m.d.sync += [getattr(ctr, n).eq(getattr(ctr, n) + getattr(lv.counters, n))
+                             for n in ("busy", "stall_weights", "stall_output", "vector_beats", "vector_wait",
+                                       "vector_stalls")]
+            with m.If(att.i_stream.valid & att.i_stream.ready):
+                m.d.sync += ctr.attn_beats.eq(ctr.attn_beats + 1)
+        return m
+
+
+# ---- plain-integer encoders for testbenches
+
+def _pack(layout, **values) -> int:
+    word = 0
+    for name, value in values.items():
+        fld = layout[name]
+        shape = Shape.cast(fld.shape)
+        v = int(value)
+        lo = -(1 << (shape.width - 1)) if shape.signed else 0
+        if not lo <= v < lo + (1 << shape.width):
+            raise ValueError(f"{name}={v} does not fit {shape.width} bits")
+        word |= (v & ((1 << shape.width) - 1)) << fld.offset
+    return word
+
+
+class EncoderCodec:
+    """Payload encoders/decoders of an :class:`EncoderLayer`'s streams, from its parameters alone."""
+
+    def __init__(self, *, hidden: int, ffn: int, p: int, max_tokens: int, fmts: VectorFormats, acc_width: int,
+                 addr_width: int = 24):
+        self.h, self.f, self.p, self.max_tokens, self.fmts = hidden, ffn, p, max_tokens, fmts
+        self.acc_width = acc_width
+        self.groups = -(-3 * hidden // p) + -(-ffn // p)
+        self.i_layout = EncoderInput(fmts)
+        self.t_layout = ThresholdLoad(p, acc_width, self.groups)
+        self.p_layout = EncoderParamLoad(fmts, hidden)
+        self.c_layout = EncoderCommand(max_tokens, addr_width)
+        self.o_layout = LinearVectorOutput(fmts)
+
+    def inputs(self, x) -> list[int]:
+        """``i_stream`` payloads of the layer input ``x`` ``(n, H)`` codes, token major, the last flagged."""
+        rows = [[int(v) for v in row] for row in x]
+        if not 1 <= len(rows) <= self.max_tokens or any(len(r) != self.h for r in rows):
+            raise ValueError(f"the layer input must be (n, {self.h}) codes with 1 <= n <= {self.max_tokens}, "
+                             f"not {len(rows)} rows of {sorted({len(r) for r in rows})}")
+        flat = [v for r in rows for v in r]
+        return [_pack(self.i_layout, x=v, last=int(i == len(flat) - 1)) for i, v in enumerate(flat)]
+
+    def thresholds(self, t, pol) -> list[int]:
+        """``t_stream`` payloads of :func:`bebert.golden.encoder.threshold_table`'s ``(t, pol)``."""
+        if len(t) != self.groups * self.p or len(pol) != len(t):
+            raise ValueError(f"a threshold table of {len(t)} thresholds and {len(pol)} polarities; this layer "
+                             f"takes {self.groups * self.p} (ceil(3H/P) + ceil(F/P) groups of P)")
+        lay = self.t_layout
+        width = self.acc_width
+        beats = []
+        for g in range(self.groups):
+            tw = 0
+            for i in range(self.p):
+                v = int(t[g * self.p + i])
+                if not -(1 << (width - 1)) <= v < (1 << (width - 1)):
+                    raise ValueError(f"threshold {v} of channel {g * self.p + i} does not fit signed({width})")
+                tw |= (v & ((1 << width) - 1)) << (i * width)
+            pw = sum(int(pol[g * self.p + i]) << i for i in range(self.p))
+            beats.append((g << lay["addr"].offset) | (tw << lay["t"].offset) | (pw << lay["pol"].offset))
+        return beats
+
+    def params(self, tables: dict) -> list[int]:
+        """``p_stream`` payloads of :func:`bebert.golden.encoder.vector_tables`."""
+        beats = []
+        for table, name in enumerate(("attn_out", "ffn_out")):
+            tb = tables[name]
+            if any(len(tb[k]) != self.h for k in ("scale", "bias", "gamma", "beta")):
+                raise ValueError(f"the {name} table must have {self.h} channels")
+            beats += [_pack(self.p_layout, table=table, addr=c, scale=tb["scale"][c], bias=tb["bias"][c],
+                            gamma=tb["gamma"][c], beta=tb["beta"][c]) for c in range(self.h)]
+        return beats
+
+    def command(self, tokens: int, base: int, keys: int | None = None) -> int:
+        """A ``c_stream`` payload; ``ValueError`` for ``tokens`` outside ``1..max_tokens`` or ``keys`` outside ``1..tokens``."""
+        keys = tokens if keys is None else keys
+        if not 1 <= tokens <= self.max_tokens:
+            raise ValueError(f"tokens={tokens} is outside 1..{self.max_tokens} of this layer")
+        if not 1 <= keys <= tokens:
+            raise ValueError(f"keys={keys} is outside 1..tokens={tokens}")
+        return _pack(self.c_layout, tokens=tokens, keys=keys, base=base)
+
+    def output(self, payload: int) -> tuple[int, int, int, int]:
+        """``o_stream`` payload -> ``(y, bit, last, final)``."""
+        lay = self.o_layout
+        yw = self.fmts.layernorm.bits
+        y = (payload >> lay["y"].offset) & ((1 << yw) - 1)
+        y -= (1 << yw) if y >> (yw - 1) else 0
+        return (y, (payload >> lay["bit"].offset) & 1, (payload >> lay["last"].offset) & 1,
+                (payload >> lay["final"].offset) & 1)
+
+    def counters(self, value: int, width: int = 32) -> dict[str, int]:
+        """The ``counters`` port's bits -> a dict."""
+        lay = EncoderCounters(width)
+        return {name: (value >> lay[name].offset) & ((1 << width) - 1) for name in EncoderLayer.COUNTERS}
