@@ -192,11 +192,15 @@ the memory streams the next tiles while the current one is in use (double buffer
 responses always find room, so `rsp_stream.ready` is constant. In simulation a memory model with a
 latency and a bandwidth in bits per cycle serves the deployment file's packed words
 (`sim/memory.py`, `sim/tb_fetch.py`); tests show the total time stays near
-max(fetch, compute) + latency instead of their sum. **At the default 4096-bit tile the unit misses
-the clock goal (52.1 MHz, measured once):** the critical path is the response valid fanned out as
-the enable of the 4096-bit assembler and the FIFO write (7.4 + 4.3 + 5.8 ns of routing). The fix
-to make next: register the tile-complete strobe and replicate the assembler enable per slice of
-the tile, or assemble into block RAM; the small configuration (256-bit tiles) reaches 154 MHz.
+max(fetch, compute) + latency instead of their sum. Every wide register (the 4096-bit shift
+register that assembles a tile and the `depth` tile registers ahead of the output) is split into
+64-bit chunks, each with its own copy of the enable: registered copies of the response valid,
+per-chunk copies of the tile-complete strobe (made from that chunk's valid copy and a copy, per 8
+chunks, of "the next word completes a tile"), and LUT copies of each stage's load, all kept as
+ECP5 primitives so that yosys does not merge them back. History at the default 4096-bit tile
+(measured, seed 1): 52.1 MHz with one valid net enabling the whole assembler and a 4096-bit FIFO;
+115.0 MHz with per-chunk copies but one `complete` net feeding 64 copies across the die; the
+figure in the table with the two-level copies.
 
 ## Verification
 
