@@ -10,7 +10,8 @@ BEBERT trains its members without distillation and reports that as about twice a
 it. This times the same optimizer steps (same student initialized from the teacher, same
 batches, same seed) under ``--kd none``, ``pred`` and ``dmd`` with the trainer's own loss
 (:meth:`bebert.model.train.Trainer._loss`), after two warm-up steps each, and prints seconds
-per step and the ratio to ``none``. The ratios are the claim to check; the absolute seconds
+per step and the ratio to ``none``. The three modes take turns step by step, so that a change in
+the machine's load during the run affects them alike. The ratios are the claim to check; the absolute seconds
 depend on the machine and its load.
 """
 
@@ -29,40 +30,47 @@ import torch
 __all__ = ["time_steps", "main"]
 
 
-def time_steps(model_dir: str, task: str, data_dir: str, kd: str, steps: int, batch_size: int, max_len: int,
-               backbone: str = "w1a1", seed: int = 0, tmp_dir: str | None = None,
-               max_train_examples: int | None = None) -> float:
-    """Seconds per optimizer step of a student trained with ``kd`` (median of ``steps`` timed steps)."""
+def time_steps(model_dir: str, task: str, data_dir: str, modes: tuple[str, ...], steps: int, batch_size: int,
+               max_len: int, backbone: str = "w1a1", seed: int = 0, tmp_dir: str | None = None,
+               max_train_examples: int | None = None) -> dict[str, float]:
+    """Median seconds per optimizer step of a student trained under each KD mode of ``modes``.
+
+    The modes take turns step by step (one step of each, then the next batch), so a change in
+    the machine's load affects them alike; every mode sees the same batches.
+    """
     from .data import collate
     from .train import TrainConfig, Trainer, _to
 
-    cfg = TrainConfig(kind="student", task=task, data_dir=data_dir, output_dir=tmp_dir or "unused",
-                      model=model_dir, backbone=backbone, kd=kd, batch_size=batch_size, max_len=max_len,
-                      max_eval_examples=1, max_train_examples=max_train_examples, seed=seed, progress=False)
-    tr = Trainer(cfg, log=lambda s: None)
-    torch.manual_seed(seed)
-    model = tr._fresh_initial()
-    model.train()
-    opt, _ = tr._make_opt(model, steps + 2)
-    g = torch.Generator().manual_seed(seed)
-    n = len(tr.train_ds)
+    runs = {}
+    for kd in modes:
+        cfg = TrainConfig(kind="student", task=task, data_dir=data_dir, output_dir=tmp_dir or "unused",
+                          model=model_dir, backbone=backbone, kd=kd, batch_size=batch_size, max_len=max_len,
+                          max_eval_examples=1, max_train_examples=max_train_examples, seed=seed, progress=False)
+        tr = Trainer(cfg, log=lambda s: None)
+        torch.manual_seed(seed)
+        model = tr._fresh_initial()
+        model.train()
+        opt, _ = tr._make_opt(model, steps + 2)
+        runs[kd] = (tr, model, opt, [])
+    tr0 = runs[modes[0]][0]
+    n = len(tr0.train_ds)
     if n < (steps + 2) * batch_size:
         raise ValueError(f"{steps + 2} steps of {batch_size} need {(steps + 2) * batch_size} training rows; "
                          f"the task has {n}")
-    order = torch.randperm(n, generator=g).tolist()
-    times = []
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed)).tolist()
     for s in range(steps + 2):
         idx = order[s * batch_size : (s + 1) * batch_size]
-        batch = _to(collate(tr.train_ds, idx), tr.device)
-        t0 = time.perf_counter()
-        loss = tr._loss(model, batch, None)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        if s >= 2:  # the first steps load the teacher and warm up allocators
-            times.append(time.perf_counter() - t0)
-    times.sort()
-    return times[len(times) // 2]
+        for kd in modes:
+            tr, model, opt, times = runs[kd]
+            batch = _to(collate(tr.train_ds, idx), tr.device)
+            t0 = time.perf_counter()
+            loss = tr._loss(model, batch, None)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            if s >= 2:  # the first steps load the teacher and warm up allocators
+                times.append(time.perf_counter() - t0)
+    return {kd: sorted(r[3])[len(r[3]) // 2] for kd, r in runs.items()}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -82,16 +90,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.steps < 1:
         ap.error("--steps must be at least 1")
     torch.set_num_threads(args.threads)
-    rows = {}
     try:
-        for kd in ("none", "pred", "dmd"):
-            sec = time_steps(args.model, args.task, args.data_dir, kd, args.steps, args.batch_size, args.max_len,
-                             args.backbone, max_train_examples=args.max_train_examples)
-            rows[kd] = sec
-            print(f"kd={kd:5s} {sec * 1000:8.1f} ms/step  x{sec / rows['none']:.2f} of no-KD", flush=True)
+        rows = time_steps(args.model, args.task, args.data_dir, ("none", "pred", "dmd"), args.steps, args.batch_size,
+                          args.max_len, args.backbone, max_train_examples=args.max_train_examples)
     except (ValueError, FileNotFoundError, RuntimeError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    for kd, sec in rows.items():
+        print(f"kd={kd:5s} {sec * 1000:8.1f} ms/step  x{sec / rows['none']:.2f} of no-KD")
     result = {
         "seconds_per_step": {k: round(v, 4) for k, v in rows.items()},
         "kd_over_none": {k: round(v / rows["none"], 3) for k, v in rows.items() if k != "none"},
