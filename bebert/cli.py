@@ -18,6 +18,7 @@ BEBERT: binary ensemble BERT from PyTorch training to an FPGA accelerator.
 
   bebert doctor            check every tool the flow uses (versions, origins, what is missing)
   bebert demo              PE array in Verilator: binary matrix x vectors, checked against golden
+  bebert sim MODEL --text  sentences through the whole accelerator RTL in Verilator, checked against golden
   bebert synth pe-array    yosys + nextpnr for ECP5: LUT4, FF, Fmax of the PE array
   bebert train / eval      train and evaluate teachers, binary students and BEBERT ensembles
   bebert export / inspect  integer deployment file from a checkpoint, and its summary
@@ -35,6 +36,8 @@ def build_parser() -> argparse.ArgumentParser:
     doctor.add_parser(sub)
     from .sim import demo
     demo.add_parser(sub)
+    from .sim import sim_cli
+    sim_cli.add_parser(sub)
     from .fpga import cli as fpga_cli
     fpga_cli.add_parser(sub)
     # Subcommands of packages that provide them (import errors inside them are real errors).

@@ -79,7 +79,10 @@ def _print_summary(s: dict, out=None) -> None:
     out = out or sys.stdout
     d = s["dims"]
     print(f"format       {s['format']} v{s['format_version']}", file=out)
-    print(f"backbone     {s['backbone']}, {s['members']} member(s)", file=out)
+    extra = ""
+    if s.get("backbone") == "w1a4":
+        extra = f" ({s.get('act_bits')}-bit activations{', TWS: two binary weights per layer' if s.get('tws') else ''})"
+    print(f"backbone     {s['backbone']}{extra}, {s['members']} member(s)", file=out)
     print(f"dimensions   L={d['num_layers']} H={d['hidden_size']} A={d['num_heads']} F={d['ffn_size']} "
           f"vocab={d['vocab_size']} max_len={d['max_len']} labels={d['num_labels']}", file=out)
     print("formats      " + ", ".join(f"{k}={v}" for k, v in s["formats"].items()), file=out)

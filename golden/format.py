@@ -1,13 +1,17 @@
 """The integer deployment file: ``MODEL.safetensors`` with integer tensors and JSON metadata.
 
-Layout (format ``bebert-int``, version :data:`FORMAT_VERSION`; ``docs/arithmetic.md`` section 11)
------------------------------------------------------------------------------------------
+Layout (format ``bebert-int``; ``docs/arithmetic.md`` sections 12 and 14)
+------------------------------------------------------------------------
+Version 1 holds the ``w1a1`` backbone (BiBERT), version 2 the ``w1a4`` backbone (BinaryBERT,
+with or without TWS); :data:`VERSION_OF_BACKBONE`. Both are read.
+
 safetensors header metadata (strings)::
 
     format          "bebert-int"
-    format_version  "1"
+    format_version  "1" (w1a1) or "2" (w1a4)
     bebert          JSON: {"config": ModelConfig.to_dict(), "ln": {...}, "ln_eps_code": E,
                            "tanh_c0": c0, "members": M, "task", "max_len", "lowercase", "source"}
+                    version 2 adds "softmax": {"exp_frac": 15}
 
 tensors (``m`` = member, ``l`` = layer; ``W(K) = ceil(K/64)`` words; codes are in the format
 named in brackets, stored as int32; bits as little-endian uint64 words, docs section 1)::
@@ -31,6 +35,21 @@ named in brackets, stored as int32; bits as little-endian uint64 words, docs sec
     member.m.pooler.{bits,scale,bias}                (H, W(H)), (H,), (H,)
     member.m.classifier.weight                       (L, H)  [classifier_weight]
     member.m.classifier.bias                         (L,)    [logits]
+
+version 2 (``w1a4``; ``B = act_bits``, ``Q = 2**B - 1`` thresholds, ``lin`` = query, key,
+value, attn_out, ffn_in, ffn_out and pooler; ``_2`` tensors only with TWS)::
+
+    member.m.emb.word.bits[_2]               (V, W(H))  uint64 sign bits of each word table
+    member.m.emb.word.scale[_2]              (V,)       [weight_scale]
+    member.m.emb.position / token_type / ln  as in version 1
+    member.m.{layer.l.,}lin.bits[_2]         (P, W(K))  uint64 sign bits
+    member.m.{layer.l.,}lin.scale[_2]        (P,)       [dot_scale] s * alpha per row
+    member.m.{layer.l.,}lin.bias             (P,)       [bias]
+    member.m.{layer.l.,}lin.in_thr           (Q,)       int32 input multi-thresholds, ascending
+    member.m.layer.l.attn.{q,k,v}_thr        (Q,)       int32 thresholds on the Q/K/V residual codes
+    member.m.layer.l.attn.exp                (N,)       int32 exp table, T[0] = 2**exp_frac
+    member.m.layer.l.attn.prob_step          (2,)       int32 (m, k): s_p = m * 2**-k
+    member.m.layer.l.{attn_ln,ffn_ln}.{gamma,beta}, member.m.classifier.*  as in version 1
 """
 
 from __future__ import annotations
@@ -53,12 +72,21 @@ __all__ = [
     "save_int_model",
     "load_int_model",
     "FORMAT_NAMES",
+    "VERSION_OF_BACKBONE",
+    "W1A4_LINEARS",
 ]
 
 FORMAT = "bebert-int"
-FORMAT_VERSION = 1
+#: The newest format version (``w1a4``); ``w1a1`` files stay version 1.
+FORMAT_VERSION = 2
+#: The format version that holds each backbone.
+VERSION_OF_BACKBONE = {"w1a1": 1, "w1a4": 2}
+#: W1A4 linear layers per encoder layer: name -> (rows, K, input kind), ``H``/``F`` symbolic.
+W1A4_LINEARS = {"query": ("H", "H", "ln"), "key": ("H", "H", "ln"), "value": ("H", "H", "ln"),
+                "attn_out": ("H", "H", "ctx"), "ffn_in": ("F", "H", "ln"), "ffn_out": ("H", "F", "gelu")}
 
-#: The fixed-point formats the integer model uses (keys of ``ModelConfig.fixed_point``).
+#: The fixed-point formats the integer model uses (keys of ``ModelConfig.fixed_point``); ``w1a4``
+#: adds ``dot_scale``.
 FORMAT_NAMES = ("residual", "layernorm", "ln_weight", "ln_bias", "bias", "weight_scale", "embedding", "pooler",
                 "classifier_weight", "logits", "ensemble_weight")
 
@@ -82,13 +110,66 @@ def _dims(cfg: dict[str, Any]) -> dict[str, int]:
         raise IntModelError(f"model config is missing or has a bad field: {e}") from None
     if any(v < 1 for v in d.values()) or d["hidden_size"] % d["num_heads"]:
         raise IntModelError(f"model config has impossible dimensions: {d}")
-    if backbone != "w1a1":
-        raise IntModelError(f"the integer model implements the w1a1 backbone only, not {backbone!r}")
+    if backbone not in VERSION_OF_BACKBONE:
+        raise IntModelError(f"the integer model implements the {' and '.join(VERSION_OF_BACKBONE)} backbones, "
+                            f"not {backbone!r}")
+    if backbone == "w1a4":
+        try:
+            d["act_bits"] = int(cfg.get("act_bits", 4))
+        except (TypeError, ValueError) as e:
+            raise IntModelError(f"model config has a bad act_bits: {e}") from None
+        if not 2 <= d["act_bits"] <= 8:
+            raise IntModelError(f"the integer model takes 2..8 activation bits, not {d['act_bits']}")
     return d
 
 
+def _w1a4_tensors(cfg: dict[str, Any], d: dict[str, int], members: int, out: dict) -> None:
+    """Version 2 (``w1a4``) tensor names and shapes (``None``: any length)."""
+    h, f, v, lab = d["hidden_size"], d["ffn_size"], d["vocab_size"], d["num_labels"]
+    i32, u64 = "int32", "uint64"
+    q = (1 << d["act_bits"]) - 1
+    dims = {"H": h, "F": f}
+    tws = ("", "_2") if cfg.get("tws") else ("",)
+
+    def linear(prefix, rows, k):
+        for t in tws:
+            out[prefix + ".bits" + t] = ((rows, _words(k)), u64)
+            out[prefix + ".scale" + t] = ((rows,), i32)
+        out[prefix + ".bias"] = ((rows,), i32)
+        out[prefix + ".in_thr"] = ((q,), i32)
+
+    for m in range(members):
+        p = f"member.{m}."
+        for t in tws:
+            out[p + "emb.word.bits" + t] = ((v, _words(h)), u64)
+            out[p + "emb.word.scale" + t] = ((v,), i32)
+        out.update({
+            p + "emb.position": ((d["max_len"], h), i32),
+            p + "emb.token_type": ((d["type_vocab_size"], h), i32),
+            p + "emb.ln.gamma": ((h,), i32),
+            p + "emb.ln.beta": ((h,), i32),
+            p + "classifier.weight": ((lab, h), i32),
+            p + "classifier.bias": ((lab,), i32),
+        })
+        linear(p + "pooler", h, h)
+        for layer in range(d["num_layers"]):
+            pl = f"{p}layer.{layer}."
+            for name, (rows, k, _) in W1A4_LINEARS.items():
+                linear(pl + name, dims[rows], dims[k])
+            for x in ("q_thr", "k_thr", "v_thr"):
+                out[pl + "attn." + x] = ((q,), i32)
+            out[pl + "attn.exp"] = ((None,), i32)
+            out[pl + "attn.prob_step"] = ((2,), i32)
+            for ln in ("attn_ln", "ffn_ln"):
+                out[pl + ln + ".gamma"] = ((h,), i32)
+                out[pl + ln + ".beta"] = ((h,), i32)
+
+
 def expected_tensors(cfg: dict[str, Any], members: int, tanh_len: int) -> dict[str, tuple[tuple[int, ...], str]]:
-    """Name -> (shape, dtype name) of every tensor a model with this config must hold."""
+    """Name -> (shape, dtype name) of every tensor a model with this config must hold.
+
+    A ``None`` in a shape stands for any length (the W1A4 exp tables).
+    """
     d = _dims(cfg)
     h, f, v, lab = d["hidden_size"], d["ffn_size"], d["vocab_size"], d["num_labels"]
     i32, u64, u8 = "int32", "uint64", "uint8"
@@ -96,6 +177,9 @@ def expected_tensors(cfg: dict[str, Any], members: int, tanh_len: int) -> dict[s
         "ensemble.weight": ((members,), i32),
         "tanh.table": ((tanh_len,), i32),
     }
+    if cfg["backbone"] == "w1a4":
+        _w1a4_tensors(cfg, d, members, out)
+        return out
     for m in range(members):
         p = f"member.{m}."
         out.update({
@@ -155,15 +239,22 @@ class IntModel:
                 raise IntModelError(f"integer model metadata lacks {key!r}")
         self.config = meta["config"]
         dims = _dims(self.config)
+        self.backbone = self.config["backbone"]
+        self.version = VERSION_OF_BACKBONE[self.backbone]
         fp = self.config.get("fixed_point", {})
         if not fp.get("enabled", False):
             raise IntModelError("the model config has fixed point disabled; an integer model needs its formats")
         if fp.get("rounding", "floor") != "floor":
             raise IntModelError(f"the integer model implements floor rounding only, not {fp.get('rounding')!r}")
+        names = FORMAT_NAMES + (("dot_scale",) if self.backbone == "w1a4" else ())
         try:
-            self.fmt = {name: Fmt.from_dict(fp[name]) for name in FORMAT_NAMES}
+            self.fmt = {name: Fmt.from_dict(fp[name]) for name in names}
         except (KeyError, TypeError, ValueError) as e:
             raise IntModelError(f"model config lacks a valid fixed-point format: {e}") from None
+        if self.backbone == "w1a4":
+            sm = meta.get("softmax")
+            if not isinstance(sm, dict) or not isinstance(sm.get("exp_frac"), int) or not 1 <= sm["exp_frac"] <= 30:
+                raise IntModelError(f"a w1a4 integer model needs softmax metadata {{'exp_frac': 1..30}}, got {sm!r}")
         ln = meta["ln"]
         if not all(isinstance(ln.get(k), int) for k in _LN_KEYS):
             raise IntModelError(f"LayerNorm parameters must be integers {list(_LN_KEYS)}, got {ln}")
@@ -181,13 +272,73 @@ class IntModel:
             raise IntModelError(f"config does not match the tensors: {len(extra)} unexpected, e.g. {extra[:3]}")
         for name, (shape, dtype) in want.items():
             t = tensors[name]
-            if tuple(t.shape) != shape or t.dtype != np.dtype(dtype):
+            found = tuple(t.shape)
+            if len(found) == len(shape):  # None: any length (compared as found)
+                shape = tuple(x if w is None else w for x, w in zip(found, shape))
+            if found != shape or t.dtype != np.dtype(dtype):
                 raise IntModelError(
                     f"config does not match tensor {name}: expected {dtype} {shape}, found {t.dtype} {tuple(t.shape)}"
                 )
         self.dims = dims
         self.tensors = tensors
-        self._check_ranges()
+        if self.backbone == "w1a4":
+            self._check_ranges_w1a4()
+        else:
+            self._check_ranges()
+
+    def _check_codes(self, name: str, t: np.ndarray, fmt: Fmt) -> None:
+        if t.size and (int(t.min()) < fmt.qmin or int(t.max()) > fmt.qmax):
+            raise IntModelError(f"tensor {name} holds codes outside {fmt}")
+
+    def _check_ranges_w1a4(self) -> None:
+        """Codes within their formats; thresholds ascending within their input's range; exp tables
+        and probability steps of the integer softmax well formed."""
+        from bebert.model.intops import SOFTMAX_MAX_STEP_SHIFT, context_bound, softmax_delta_max
+
+        f = self.fmt
+        d = self.dims
+        bits = d["act_bits"]
+        cmax = context_bound(bits, d["max_len"])
+        res, ln = f["residual"], f["layernorm"]
+        thr_range = {"query": ln, "key": ln, "value": ln, "ffn_in": ln, "pooler": ln, "ffn_out": res,
+                     "q_thr": res, "k_thr": res, "v_thr": res}
+        one = 1 << int(self.meta["softmax"]["exp_frac"])
+        dmax = softmax_delta_max(bits, d["hidden_size"] // d["num_heads"])
+        for name, t in self.tensors.items():
+            last = name.rsplit(".", 2)
+            leaf, owner = last[-1], last[-2] if len(last) > 1 else ""
+            if leaf in ("scale", "scale_2"):
+                self._check_codes(name, t, f["weight_scale"] if owner == "word" else f["dot_scale"])
+            elif leaf == "bias" and owner != "classifier":
+                self._check_codes(name, t, f["bias"])
+            elif leaf in ("gamma", "beta"):
+                self._check_codes(name, t, f["ln_weight"] if leaf == "gamma" else f["ln_bias"])
+            elif name.endswith(("emb.position", "emb.token_type")):
+                self._check_codes(name, t, f["embedding"])
+            elif name.endswith("classifier.weight"):
+                self._check_codes(name, t, f["classifier_weight"])
+            elif name.endswith("classifier.bias"):
+                self._check_codes(name, t, f["logits"])
+            elif name == "ensemble.weight":
+                self._check_codes(name, t, f["ensemble_weight"])
+            elif name == "tanh.table":
+                self._check_codes(name, t, f["pooler"])
+            elif leaf in ("in_thr", "q_thr", "k_thr", "v_thr"):
+                key = owner if leaf == "in_thr" else leaf
+                lo, hi = (-cmax, cmax + 1) if key == "attn_out" else (thr_range[key].qmin, thr_range[key].qmax + 1)
+                t64 = t.astype(np.int64)
+                if int(t64.min()) < lo or int(t64.max()) > hi or (np.diff(t64) < 0).any():
+                    raise IntModelError(f"tensor {name} must hold ascending thresholds in {lo}..{hi}")
+            elif leaf == "exp":
+                t64 = t.astype(np.int64)
+                if not 1 <= t.size <= dmax + 1 or int(t64[0]) != one or int(t64.min()) < 0 or (np.diff(t64) > 0).any():
+                    raise IntModelError(f"tensor {name} is not an exp table: non-increasing from {one}, "
+                                        f"at most {dmax + 1} entries")
+            elif leaf == "prob_step":
+                m, k = (int(x) for x in t)
+                if m < 1 or not 0 <= k <= SOFTMAX_MAX_STEP_SHIFT:
+                    raise IntModelError(f"tensor {name} holds a probability step ({m}, {k}) outside m >= 1, "
+                                        f"0 <= k <= {SOFTMAX_MAX_STEP_SHIFT}")
 
     def _check_ranges(self) -> None:
         """Every code within its format, every threshold within ``0..K+1``."""
@@ -216,11 +367,13 @@ class IntModel:
         """A JSON-able summary (dimensions, formats, sizes)."""
         h, f = self.dims["hidden_size"], self.dims["ffn_size"]
         bits = sum(int(t.shape[0]) * (f if ".ffn_out." in k else h) for k, t in self.tensors.items()
-                   if k.endswith(".bits"))
+                   if k.endswith((".bits", ".bits_2")))
         return {
             "format": FORMAT,
-            "format_version": FORMAT_VERSION,
+            "format_version": self.version,
             "backbone": self.config["backbone"],
+            "tws": bool(self.config.get("tws", False)),
+            "act_bits": self.dims.get("act_bits"),
             "members": self.members,
             "dims": self.dims,
             "formats": {k: repr(v) for k, v in self.fmt.items()},
@@ -239,9 +392,9 @@ def save_int_model(path: str | os.PathLike, tensors: dict[str, np.ndarray], meta
 
     from bebert.atomic import atomic_path
 
-    IntModel(meta, tensors)  # refuse to write an inconsistent model
+    model = IntModel(meta, tensors)  # refuse to write an inconsistent model
     data = save({k: np.ascontiguousarray(v) for k, v in tensors.items()}, metadata={
-        "format": FORMAT, "format_version": str(FORMAT_VERSION), "bebert": json.dumps(meta, sort_keys=True)})
+        "format": FORMAT, "format_version": str(model.version), "bebert": json.dumps(meta, sort_keys=True)})
     with atomic_path(path) as tmp:
         with open(tmp, "wb") as fh:
             fh.write(data)
@@ -280,14 +433,21 @@ def load_int_model(path: str | os.PathLike) -> IntModel:
     if md.get("format") != FORMAT:
         raise IntModelError(f"{path} is not a {FORMAT} integer model (format={md.get('format')!r}); "
                             "make one with 'bebert export CHECKPOINT -o MODEL.safetensors'")
-    if md.get("format_version") != str(FORMAT_VERSION):
-        raise IntModelError(f"{path} has format version {md.get('format_version')!r}; this bebert reads version "
-                            f"{FORMAT_VERSION} (re-export the checkpoint)")
+    readable = {str(v): b for b, v in VERSION_OF_BACKBONE.items()}
+    version = md.get("format_version")
+    if version not in readable:
+        known = ", ".join(f"{v} ({b})" for v, b in readable.items())
+        raise IntModelError(f"{path} has format version {version!r}; this bebert reads version {known} "
+                            "(re-export the checkpoint)")
     try:
         meta = json.loads(md["bebert"])
     except (KeyError, ValueError) as e:
         raise IntModelError(f"{path} has no readable bebert metadata: {e}") from None
     try:
-        return IntModel(meta, tensors)
+        model = IntModel(meta, tensors)
     except IntModelError as e:
         raise IntModelError(f"{path}: {e}") from None
+    if model.version != int(version):
+        raise IntModelError(f"{path}: format version {version} holds the {readable[version]} backbone, but the "
+                            f"model config says {model.backbone!r}")
+    return model

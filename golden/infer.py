@@ -8,6 +8,10 @@ on the path is ``int64``, ``uint64`` or ``uint8``; no value is ever converted to
 With ``taps=True`` the result holds every intermediate the hardware produces (accumulators,
 bits, residual codes, LayerNorm statistics), per member ``m`` and layer ``l`` under names like
 ``m0.l3.qkv.acc``; positions of padding tokens are zero in every tap.
+
+The W1A4 backbone (BinaryBERT, ``docs/arithmetic.md`` section 14) runs through
+:func:`bebert.golden.w1a4.member_forward`: the same input checks, embeddings' positions, LayerNorm,
+pooler, classifier and ensemble combine; taps like ``m0.l3.query.dot``, ``m0.l3.attn.p_codes``.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ import numpy as np
 from .fold import score_threshold
 from .format import IntModel
 from .intops import align_add, and_popcount, layernorm, pack_rows, threshold, xnor_popcount, xnor_popcount_pairs
+from .w1a4 import W1A4Member, member_forward
 
 __all__ = ["GoldenInputError", "GoldenOutput", "GoldenModel", "pad_batch"]
 
@@ -116,7 +121,7 @@ def _unpack(words: np.ndarray, k: int) -> np.ndarray:
 
 
 class GoldenModel:
-    """The integer model of an ensemble (W1A1 backbone).
+    """The integer model of an ensemble (W1A1 or W1A4 backbone).
 
     Parameters
     ----------
@@ -134,7 +139,12 @@ class GoldenModel:
         self.tanh_table = np.ascontiguousarray(model.tensors["tanh.table"], dtype=np.int64)
         self.ens_w = np.ascontiguousarray(model.tensors["ensemble.weight"], dtype=np.int64)
         self.pad_id = int(model.config.get("pad_token_id", 0))
-        self.members = [_Member(model.member(m), self.dims["num_layers"]) for m in range(model.members)]
+        self.backbone = model.config["backbone"]
+        if self.backbone == "w1a4":
+            tws = bool(model.config.get("tws", False))
+            self.members = [W1A4Member(model.member(m), self.dims, tws) for m in range(model.members)]
+        else:
+            self.members = [_Member(model.member(m), self.dims["num_layers"]) for m in range(model.members)]
 
     # ---------------------------------------------------------------------------------- checks
     def _check(self, ids, mask, types):
@@ -210,7 +220,8 @@ class GoldenModel:
         """
         ids, valid, types = self._check(input_ids, attention_mask, token_type_ids)
         tp: dict | None = {} if taps else None
-        logits = np.stack([self._member(m, mem, ids, valid, types, tp) for m, mem in enumerate(self.members)])
+        run = (lambda *a: member_forward(self, *a)) if self.backbone == "w1a4" else self._member
+        logits = np.stack([run(m, mem, ids, valid, types, tp) for m, mem in enumerate(self.members)])
         f = self.fmt
         total = (self.ens_w[:, None, None] * logits).sum(0)
         combined = align_add([(total, f["ensemble_weight"].frac + f["logits"].frac)], f["logits"])

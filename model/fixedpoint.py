@@ -157,6 +157,11 @@ class FixedPointConfig:
         Classifier biases and output logits.
     ensemble_weight : FixedPointFormat
         Boosting weights that combine the members' logits.
+    dot_scale : FixedPointFormat
+        Multi-bit backbones (``w1a4``, ``w2a4``): the per-row product ``s * alpha`` of a linear
+        layer's LSQ input step ``s`` and its (already quantized) weight scale ``alpha``, the one
+        multiplier of the integer dot product of codes and weights (``docs/arithmetic.md``
+        section 14). Unused by ``w1a1``.
     """
 
     enabled: bool = True
@@ -172,6 +177,7 @@ class FixedPointConfig:
     classifier_weight: FixedPointFormat = field(default_factory=lambda: _fmt(16, 12))
     logits: FixedPointFormat = field(default_factory=lambda: _fmt(16, 8))
     ensemble_weight: FixedPointFormat = field(default_factory=lambda: _fmt(16, 12))
+    dot_scale: FixedPointFormat = field(default_factory=lambda: _fmt(24, 24))
 
     def __post_init__(self) -> None:
         if self.rounding not in ROUNDING_MODES:

@@ -24,6 +24,7 @@ from __future__ import annotations
 import decimal
 import functools
 import math
+from fractions import Fraction
 
 import numpy as np
 import torch
@@ -39,6 +40,15 @@ __all__ = [
     "tanh_table",
     "replace_forward",
     "codes_of",
+    "SOFTMAX_EXP_FRAC",
+    "lsq_thresholds",
+    "gelu_thresholds",
+    "softmax_delta_max",
+    "context_bound",
+    "softmax_exp_table",
+    "dyadic",
+    "softmax_prob_step",
+    "int_softmax_codes",
 ]
 
 #: Width of the normalized variance mantissa ``m`` fed to the reciprocal square root.
@@ -180,3 +190,211 @@ def replace_forward(surrogate: torch.Tensor, exact: torch.Tensor) -> torch.Tenso
 def codes_of(x: torch.Tensor, frac: int) -> torch.Tensor:
     """Integer codes (int64) of values already on the grid ``2**-frac``."""
     return torch.round(x.detach().to(torch.float64) * math.ldexp(1.0, frac)).to(torch.int64)
+
+
+# ------------------------------------------------------------------------------------------
+# W1A4 (BinaryBERT) operations, docs/arithmetic.md section 14. Shared by the fake-quant forward
+# pass and the export, so both use the same integers; golden/ applies them with NumPy.
+# ------------------------------------------------------------------------------------------
+
+#: Fraction bits of the integer softmax's exp table: ``E = floor(2**SOFTMAX_EXP_FRAC * exp(-delta * r))``.
+SOFTMAX_EXP_FRAC = 15
+#: Largest shift ``k`` of a probability step ``s_p = m * 2**-k`` the integer softmax accepts (int64 widths).
+SOFTMAX_MAX_STEP_SHIFT = 45
+
+
+def _ceil_fraction(v: Fraction) -> int:
+    return -((-v.numerator) // v.denominator)
+
+
+def lsq_thresholds(step: float, lsb, qmin: int, qmax: int, lo: int, hi: int) -> np.ndarray:
+    """Multi-threshold form of ``q = clamp(floor(c * lsb / step + 1/2), qmin, qmax)`` for integers ``c``.
+
+    ``q = qmin + #{j : c >= t_j}`` with ``t_j = ceil((j - 1/2) * step / lsb)`` for
+    ``j = qmin+1 .. qmax`` (round half up: ``c * lsb / step = j - 1/2`` exactly gives ``j``).
+    Computed exactly in rationals (``step`` and ``lsb`` are dyadic). Thresholds are clipped to
+    ``[lo, hi]`` (pass ``lo = cmin``, ``hi = cmax + 1`` for inputs in ``cmin..cmax``: the counts
+    are unchanged).
+
+    Parameters
+    ----------
+    step : float
+        The LSQ step ``s > 0`` (a float32 value, exact as a rational).
+    lsb : int, float or Fraction
+        The value of one unit of ``c`` (``2**-frac`` for a fixed-point code).
+
+    Returns
+    -------
+    numpy.ndarray
+        int64 ``(qmax - qmin,)``, non-decreasing.
+
+    Raises
+    ------
+    ValueError
+        If ``step`` or ``lsb`` is not positive and finite.
+    """
+    if not (math.isfinite(step) and step > 0):
+        raise ValueError(f"an LSQ step must be positive and finite, not {step!r}")
+    lsb = Fraction(lsb)
+    if lsb <= 0:
+        raise ValueError(f"the input LSB must be positive, not {lsb}")
+    ratio = Fraction(step) / lsb
+    out = [min(max(_ceil_fraction(Fraction(2 * j - 1, 2) * ratio), lo), hi) for j in range(qmin + 1, qmax + 1)]
+    return np.array(out, dtype=np.int64)
+
+
+def _gelu_float(x: float) -> float:
+    return 0.5 * x * (1.0 + math.erf(x / math.sqrt(2.0)))
+
+
+def _gelu_ge(h: int, frac: int, target: Fraction) -> bool:
+    """``GELU(h * 2**-frac) >= target`` for the exact (erf) GELU; float64 unless too close to call."""
+    x = math.ldexp(float(h), -frac)
+    g, t = _gelu_float(x), float(target)
+    if abs(g - t) > 1e-9 * max(abs(t), 1e-300):
+        return g >= t
+    import mpmath
+
+    with mpmath.workdps(60):
+        xm = mpmath.mpf(h) / mpmath.mpf(2) ** frac
+        diff = xm * mpmath.ncdf(xm) - mpmath.mpf(target.numerator) / target.denominator
+        if abs(diff) < mpmath.mpf(10) ** -50:
+            raise ValueError(f"GELU({h} * 2^-{frac}) is too close to the threshold {target} to decide")
+        return bool(diff > 0)
+
+
+@functools.lru_cache(maxsize=256)
+def gelu_thresholds(step: float, frac: int, qmax: int, lo: int, hi: int) -> np.ndarray:
+    """Thresholds on pre-GELU codes ``h`` for the unsigned code ``clamp(floor(GELU(h 2^-frac) / step + 1/2), 0, qmax)``.
+
+    ``t_j`` (``j = 1..qmax``) is the smallest code ``h`` in ``lo..hi`` with
+    ``GELU(h * 2**-frac) >= (j - 1/2) * step``, or ``hi + 1`` if there is none; then
+    ``q = #{j : h >= t_j}``. This is exact because every target is positive, ``GELU(x) <= 0``
+    for ``x <= 0`` and GELU is strictly increasing on ``x > 0``: ``{x : GELU(x) >= t}`` is a
+    half-line ``[g^-1(t), inf)`` for every ``t > 0``. Binary search with the float64 GELU,
+    every comparison within ``1e-9`` (relative) of the target recomputed with 60-digit mpmath.
+
+    Returns
+    -------
+    numpy.ndarray
+        Read-only int64 ``(qmax,)``, non-decreasing.
+    """
+    if not (math.isfinite(step) and step > 0):
+        raise ValueError(f"an LSQ step must be positive and finite, not {step!r}")
+    out = []
+    start = max(lo, 1)
+    for j in range(1, qmax + 1):
+        target = Fraction(2 * j - 1, 2) * Fraction(step)
+        a, b = start, hi + 1  # answer in [a, b]; b = hi + 1 means "none"
+        while a < b:
+            mid = (a + b) // 2
+            if _gelu_ge(mid, frac, target):
+                b = mid
+            else:
+                a = mid + 1
+        out.append(a)
+        start = a
+    t = np.array(out, dtype=np.int64)
+    t.setflags(write=False)
+    return t
+
+
+def softmax_delta_max(bits: int, head_size: int) -> int:
+    """Largest score difference ``max_j S_ij - S_ij`` of signed ``bits``-bit codes over ``head_size`` products."""
+    lo, hi = -(1 << (bits - 1)), (1 << (bits - 1)) - 1
+    return (lo * lo - lo * hi) * head_size
+
+
+@functools.lru_cache(maxsize=256)
+def softmax_exp_table(step_q: float, step_k: float, head_size: int, bits: int,
+                      frac: int = SOFTMAX_EXP_FRAC) -> np.ndarray:
+    """The integer softmax's exp table ``T[D] = floor(2**frac * exp(-D * s_q * s_k / sqrt(d)))``.
+
+    Entries for ``D = 0 .. min(Dmax, first zero)`` (``Dmax`` of :func:`softmax_delta_max`); the
+    look-up clamps ``D`` to the last entry, which is 0 or covers every reachable ``D``.
+    ``T[0] = 2**frac`` exactly; for ``D >= 1`` the exponent is a non-zero algebraic number, so
+    ``exp`` is transcendental and never exactly on the grid (Lindemann): float64 decides every
+    floor except those within ``1e-9`` of an integer, which are recomputed with 60-digit decimals.
+
+    Returns
+    -------
+    numpy.ndarray
+        Read-only int64 ``(N,)``, non-increasing, ``T[0] = 2**frac``.
+    """
+    if not (math.isfinite(step_q) and step_q > 0 and math.isfinite(step_k) and step_k > 0):
+        raise ValueError(f"LSQ steps must be positive and finite, not {step_q!r}, {step_k!r}")
+    dmax = softmax_delta_max(bits, head_size)
+    r = step_q * step_k / math.sqrt(head_size)
+    one = math.ldexp(1.0, frac)
+    delta = np.arange(dmax + 1, dtype=np.float64)
+    scaled = np.exp(-delta * r) * one
+    # beyond the first value clearly below 1 every floor is 0 (exp is decreasing): keep one zero
+    small = np.nonzero(scaled < 0.999)[0]
+    if small.size:
+        scaled = scaled[: int(small[0]) + 1]
+    vals = np.floor(scaled)
+    near = np.nonzero(np.abs(scaled - np.round(scaled)) <= 1e-9 * np.maximum(1.0, scaled))[0]
+    if near.size:
+        ctx = decimal.Context(prec=60)
+        rd = ctx.divide(ctx.multiply(decimal.Decimal(step_q), decimal.Decimal(step_k)),
+                        ctx.sqrt(decimal.Decimal(head_size)))
+        for i in near:
+            if i == 0:
+                continue
+            v = ctx.multiply(ctx.exp(ctx.minus(ctx.multiply(decimal.Decimal(int(i)), rd))), decimal.Decimal(1 << frac))
+            vals[i] = float(math.floor(v))
+    vals[0] = one
+    table = vals.astype(np.int64)
+    zeros = np.nonzero(table == 0)[0]
+    if zeros.size:
+        table = table[: int(zeros[0]) + 1]
+    table = table.copy()
+    table.setflags(write=False)
+    return table
+
+
+def context_bound(bits: int, keys: int) -> int:
+    """``max |C|`` of a context ``C = sum_j p_j v_j`` over ``keys`` keys (unsigned ``bits``-bit ``p``, signed ``v``)."""
+    return keys * ((1 << bits) - 1) * (1 << (bits - 1))
+
+
+def dyadic(step: float) -> tuple[int, int]:
+    """``(m, k)`` with ``step = m * 2**-k`` exactly, ``k >= 0`` and ``m`` odd when ``k > 0``."""
+    if not (math.isfinite(step) and step > 0):
+        raise ValueError(f"an LSQ step must be positive and finite, not {step!r}")
+    num, den = Fraction(step).as_integer_ratio()
+    return num, den.bit_length() - 1
+
+
+def softmax_prob_step(step: float) -> tuple[int, int]:
+    """The probability step as ``(m, k)`` (:func:`dyadic`), refused when the integer softmax cannot hold it."""
+    m, k = dyadic(step)
+    if k > SOFTMAX_MAX_STEP_SHIFT or m >= (1 << 31):
+        raise ValueError(f"the attention-probability step {step!r} = {m} * 2^-{k} does not fit the integer softmax "
+                         f"(needs k <= {SOFTMAX_MAX_STEP_SHIFT} and m < 2^31)")
+    return m, k
+
+
+def int_softmax_codes(scores: torch.Tensor, key_mask: torch.Tensor, table: torch.Tensor, m: int, k: int,
+                      qmax: int) -> torch.Tensor:
+    """4-bit probability codes of the integer softmax (torch twin of ``golden.w1a4.int_softmax``).
+
+    ``E_ij = T[min(max_j' S_ij' - S_ij, N-1)]`` over real keys (0 for padding keys),
+    ``Z_i = sum_j E_ij``, ``p_ij = #{c in 1..qmax : 2 * E_ij * 2**k >= (2c - 1) * m * Z_i}``
+    (``= clamp(floor(E/Z / s_p + 1/2), 0, qmax)`` with ``s_p = m 2^-k``).
+
+    Parameters
+    ----------
+    scores : int64 ``(..., n_q, n_k)``
+    key_mask : bool, broadcastable to ``scores`` (True for real keys)
+    table : int64 ``(N,)``
+    """
+    big = torch.iinfo(torch.int64).min
+    mx = scores.masked_fill(~key_mask, big).amax(-1, keepdim=True)
+    delta = (mx - scores).clamp(0, table.numel() - 1)
+    e = torch.where(key_mask, table[delta], torch.zeros((), dtype=torch.int64))
+    z = e.sum(-1, keepdim=True)
+    # p >= c  iff  2^(k+1) E >= (2c - 1) m Z  iff  2^(k+1) E + m Z >= 2c m Z: one integer floor
+    # division gives the count of the contract's comparator bank (golden.w1a4.int_softmax)
+    mz = m * z
+    return torch.div((e << (k + 1)) + mz, 2 * mz, rounding_mode="floor").clamp(max=qmax)

@@ -18,7 +18,12 @@ import math
 import torch
 from torch import nn
 
-__all__ = ["LSQQuantizer", "ternarize_weight", "ternary_parts"]
+__all__ = ["LSQQuantizer", "ternarize_weight", "ternary_parts", "LSQ_MIN_STEP"]
+
+#: The smallest step the forward pass uses (a learned step that drifts below it, or negative,
+#: acts as this value; its gradient still reaches the parameter). It keeps every integer constant
+#: of the contract in range (the probability step ``m * 2**-k`` has ``k <= 43``).
+LSQ_MIN_STEP = 2.0**-20
 
 
 def _round_half_up(x: torch.Tensor) -> torch.Tensor:
@@ -27,6 +32,12 @@ def _round_half_up(x: torch.Tensor) -> torch.Tensor:
 
 class LSQQuantizer(nn.Module):
     """Learned step-size activation quantizer.
+
+    Codes are ``q = clamp(floor(x / s + 1/2), qmin, qmax)``, evaluated in float64 (exact for
+    inputs on a fixed-point grid of up to 2**16 codes: ``docs/arithmetic.md`` section 14), or
+    given exactly by the caller (integer inputs through :meth:`int_codes` /
+    :meth:`gelu_codes`). The forward value of the step is exactly ``step`` (floored at
+    :data:`LSQ_MIN_STEP`).
 
     Parameters
     ----------
@@ -59,21 +70,72 @@ class LSQQuantizer(nn.Module):
     def extra_repr(self) -> str:
         return f"bits={self.bits}, signed={self.signed}"
 
-    def codes(self, x: torch.Tensor) -> torch.Tensor:
-        """Integer codes of ``x`` (no gradient)."""
-        return torch.clamp(_round_half_up(x / self.step.detach()), self.qmin, self.qmax)
+    def _step_eff(self) -> torch.Tensor:
+        """The step the forward pass uses: ``max(step, LSQ_MIN_STEP)`` (no gradient)."""
+        return self.step.detach().clamp(min=LSQ_MIN_STEP)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Quantize ``x`` to ``codes * step`` with LSQ gradients for ``x`` and ``step``."""
+    def step_value(self) -> float:
+        """The step the forward pass uses, as a Python float (exactly ``max(step, LSQ_MIN_STEP)``;
+        NaN stays NaN)."""
+        return float(self._step_eff())
+
+    def codes(self, x: torch.Tensor) -> torch.Tensor:
+        """Integer codes of ``x`` (no gradient): ``clamp(floor(x / s + 1/2))`` in float64, as float64."""
+        q = torch.floor(x.detach().to(torch.float64) / self._step_eff().to(torch.float64) + 0.5)
+        return torch.clamp(q, self.qmin, self.qmax)
+
+    def int_codes(self, c: torch.Tensor, lsb, lo: int, hi: int) -> torch.Tensor:
+        """Exact codes of the integers ``c`` standing for ``c * lsb``: the multi-threshold of
+        :func:`bebert.model.intops.lsq_thresholds` (``lo..hi - 1`` is the range of ``c``)."""
+        from .intops import lsq_thresholds
+
+        t = lsq_thresholds(self.step_value(), lsb, self.qmin, self.qmax, lo, hi)
+        return self.qmin + torch.bucketize(c, torch.tensor(t, device=c.device), right=True)
+
+    def gelu_codes(self, h: torch.Tensor, frac: int, lo: int, hi: int) -> torch.Tensor:
+        """Exact codes of ``GELU(h * 2**-frac)`` for integer pre-GELU codes ``h`` in ``lo..hi``
+        (:func:`bebert.model.intops.gelu_thresholds`; unsigned quantizers only)."""
+        from .intops import gelu_thresholds
+
+        if self.signed:
+            raise ValueError("GELU codes need an unsigned quantizer")
+        t = gelu_thresholds(self.step_value(), frac, self.qmax, lo, hi)
+        return torch.bucketize(h, torch.tensor(t, device=h.device), right=True)
+
+    def _maybe_init(self, x: torch.Tensor) -> None:
         if not bool(self.initialized):
             with torch.no_grad():
                 init = 2.0 * x.detach().abs().mean() / math.sqrt(self.qmax)
-                self.step.copy_(torch.clamp(init, min=1e-8))
+                self.step.copy_(torch.clamp(init, min=LSQ_MIN_STEP))
                 self.initialized.fill_(1)
+
+    def quantize(self, x: torch.Tensor, exact=None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Codes and step with LSQ gradients: ``(v, s)``, ``x ~ v * s``.
+
+        ``v`` holds the integer codes in its forward value (straight-through rounding), ``s``
+        is a scalar whose value is exactly ``step`` (its gradient carries LSQ's scaling).
+
+        Parameters
+        ----------
+        x : torch.Tensor
+            Real input (the surrogate for gradients when ``exact`` is given).
+        exact : callable, optional
+            ``exact(self) -> codes``: the exact integer codes (called after the step is
+            initialized), e.g. ``lambda q: q.int_codes(c, lsb, lo, hi)``. Default: :meth:`codes`.
+        """
+        self._maybe_init(x)
         g = 1.0 / math.sqrt(x.numel() * self.qmax)
-        s = self.step * g + (self.step - self.step * g).detach()  # LSQ gradient scaling
+        sg = self.step * g
+        s = sg - sg.detach() + self._step_eff()  # value: exactly the (floored) step; gradient: LSQ's g
         v = torch.clamp(x / s, self.qmin, self.qmax)
-        v = v + (_round_half_up(v) - v).detach()  # straight-through rounding
+        with torch.no_grad():
+            q = self.codes(x) if exact is None else exact(self)
+        v = v + (q.to(v.dtype) - v).detach()  # straight-through rounding
+        return v, s
+
+    def forward(self, x: torch.Tensor, exact=None) -> torch.Tensor:
+        """Quantize ``x`` to ``codes * step`` with LSQ gradients for ``x`` and ``step``."""
+        v, s = self.quantize(x, exact)
         return v * s
 
 

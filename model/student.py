@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from fractions import Fraction
 
 import torch
 import torch.nn.functional as F
@@ -42,7 +43,17 @@ from torch import nn
 from .binarize import attention_bits_ste, binarize_weight, sign_ste
 from .config import ModelConfig
 from .fixedpoint import FixedPointConfig, fake_quant, quantize
-from .intops import codes_of, int_layernorm, ln_eps_code, replace_forward, tanh_table
+from .intops import (
+    codes_of,
+    context_bound,
+    int_layernorm,
+    int_softmax_codes,
+    ln_eps_code,
+    replace_forward,
+    softmax_exp_table,
+    softmax_prob_step,
+    tanh_table,
+)
 from .quant import LSQQuantizer, ternarize_weight
 
 __all__ = [
@@ -123,7 +134,7 @@ class QuantLinear(nn.Module):
             return sign_ste(x, surrogate)
         return self.act_quant(x)
 
-    def forward(self, x: torch.Tensor, surrogate: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, surrogate: torch.Tensor | None = None, exact=None) -> torch.Tensor:
         """Apply the layer.
 
         Parameters
@@ -133,23 +144,53 @@ class QuantLinear(nn.Module):
         surrogate : torch.Tensor, optional
             ``w1a1`` only: the tensor the sign's straight-through gradient flows into (see
             :func:`bebert.model.binarize.sign_ste`).
+        exact : callable, optional
+            Multi-bit backbones only: ``exact(act_quant) -> codes``, the exact integer input codes
+            when ``x`` is not on a fixed-point grid (the context, the GELU output), see
+            :meth:`bebert.model.quant.LSQQuantizer.quantize`.
         """
         fp = self.cfg.fixed_point
-        xq = self.quantize_input(x, surrogate)
         weights = [self.weight, self.weight_2] if self.cfg.tws else [self.weight]
+        if self.cfg.backbone != "w1a1":
+            return self._forward_multibit(x, weights, exact)
+        xq = self.quantize_input(x, surrogate)
         # float64 keeps alpha * popcount + bias exact whatever the magnitudes (the integer
         # contract of docs/arithmetic.md); float32 is exact only while it fits 24 bits
-        exact = fp.enabled and self.cfg.backbone == "w1a1"
+        exact64 = fp.enabled
         y = None
         for w in weights:
             codes, alpha = _weight_quant(w, self.cfg)
             dot = F.linear(xq, codes)
-            if exact:
+            if exact64:
                 dot, alpha = dot.double(), alpha.double()
             alpha = fake_quant(alpha, fp.weight_scale, fp)
             term = dot * alpha.view(-1)
             y = term if y is None else y + term
-        b = self.bias.double() if exact else self.bias
+        b = self.bias.double() if exact64 else self.bias
+        y = y + fake_quant(b, fp.bias, fp)
+        return fake_quant(y, fp.residual, fp).to(x.dtype)
+
+    def _forward_multibit(self, x: torch.Tensor, weights, exact) -> torch.Tensor:
+        """``fq_res(sum_p fq_dot(s * fq_scale(alpha_p)) * (q . codes_p) + fq_bias(b))`` (section 14).
+
+        The dot product of the integer codes ``q`` with the weight codes is exact in float32
+        (integers below 2**24); with fixed point, the scale product, the sum and the bias are
+        evaluated in float64, where they are exact.
+        """
+        fp = self.cfg.fixed_point
+        v, s = self.act_quant.quantize(x, exact)
+        y = None
+        for w in weights:
+            codes, alpha = _weight_quant(w, self.cfg)
+            dot = F.linear(v, codes.to(v.dtype))
+            alpha = fake_quant(alpha, fp.weight_scale, fp).view(-1)
+            if fp.enabled:
+                m = fake_quant(s.double() * alpha.double(), fp.dot_scale, fp)
+                term = dot.double() * m
+            else:
+                term = dot * (s * alpha)
+            y = term if y is None else y + term
+        b = self.bias.double() if fp.enabled else self.bias
         y = y + fake_quant(b, fp.bias, fp)
         return fake_quant(y, fp.residual, fp).to(x.dtype)
 
@@ -239,7 +280,11 @@ class Embeddings(nn.Module):
             raise ValueError(f"Sequence length {n} exceeds the model's max_len {self.cfg.max_len}")
         pos = fake_quant(self.position_embeddings.weight[:n], fp.embedding, fp)
         typ = fake_quant(self.token_type_embeddings(token_type_ids), fp.embedding, fp)
-        x = fake_quant(self.word_embeddings(input_ids) + pos.unsqueeze(0) + typ, fp.residual, fp)
+        word = self.word_embeddings(input_ids)
+        if fp.enabled:  # float64: the sum of the fixed-point terms is exact (section 5)
+            x = fake_quant(word.double() + pos.double().unsqueeze(0) + typ.double(), fp.residual, fp).to(word.dtype)
+        else:
+            x = fake_quant(word + pos.unsqueeze(0) + typ, fp.residual, fp)
         return self.dropout(self.LayerNorm(x))
 
 
@@ -264,24 +309,45 @@ class SelfAttention(nn.Module):
         return x.view(b, n, self.cfg.num_heads, self.cfg.head_size).transpose(1, 2)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor):
-        """Return ``(context, context_surrogate, (Q, K, V))``; context is ``(B, n, hidden)``."""
+        """Return ``(context, aux, (Q, K, V))``; context is ``(B, n, hidden)``.
+
+        ``aux`` is, for ``w1a1``, the context's gradient surrogate; for the multi-bit backbones
+        with fixed point, ``(C, lsb)``: the integer context ``C = P4 . V4`` (``(B, n, hidden)``,
+        integer-valued) and the value of one unit of it, ``s_p * s_v`` (a ``Fraction``).
+        """
         q, k, v = self.query(x), self.key(x), self.value(x)
         qh, kh, vh = self._heads(q), self._heads(k), self._heads(v)
+        b, _, n, _ = qh.shape
+        merge = lambda t: t.transpose(1, 2).reshape(b, n, self.cfg.hidden_size)  # noqa: E731
         if self.cfg.backbone == "w1a1":
             a = attention_bits_ste(sign_ste(qh), sign_ste(kh), mask)
             ctx = a @ sign_ste(vh)  # exact integers
             count = a.detach().sum(-1, keepdim=True).clamp(min=1)
-            surrogate = ctx / count
-        else:
-            d = self.cfg.head_size
-            scores = self.q_quant(qh) @ self.k_quant(kh).transpose(-1, -2) / math.sqrt(d)
-            scores = scores.masked_fill(~mask.bool()[:, None, None, :], torch.finfo(scores.dtype).min)
-            probs = self.p_quant(torch.softmax(scores, dim=-1))
-            ctx = probs @ self.v_quant(vh)
-            surrogate = None
-        b, _, n, _ = ctx.shape
-        merge = lambda t: t.transpose(1, 2).reshape(b, n, self.cfg.hidden_size)  # noqa: E731
-        return merge(ctx), (merge(surrogate) if surrogate is not None else None), (q, k, v)
+            return merge(ctx), merge(ctx / count), (q, k, v)
+        fp = self.cfg.fixed_point
+        d = self.cfg.head_size
+        vq, sq = self.q_quant.quantize(qh)
+        vk, sk = self.k_quant.quantize(kh)
+        vv, sv = self.v_quant.quantize(vh)
+        s_int = vq @ vk.transpose(-1, -2)  # integer scores, exact in float32 (|S| <= 64 d)
+        key_ok = mask.bool()[:, None, None, :]
+        scores = (s_int * (sq * sk / math.sqrt(d))).masked_fill(~key_ok, torch.finfo(s_int.dtype).min)
+        soft = torch.softmax(scores, dim=-1)
+        exact = None
+        if fp.enabled:  # the integer softmax of the contract (section 14)
+            def exact(pq):
+                table = softmax_exp_table(self.q_quant.step_value(), self.k_quant.step_value(), d,
+                                          self.cfg.act_bits)
+                m, k_ = softmax_prob_step(pq.step_value())
+                return int_softmax_codes(s_int.detach().round().to(torch.int64), key_ok,
+                                         torch.tensor(table, device=s_int.device), m, k_, pq.qmax)
+        vp, sp = self.p_quant.quantize(soft, exact)
+        c_int = vp @ vv  # integer context, exact in float32 (|C| <= 120 n)
+        ctx = c_int * (sp * sv)
+        aux = None
+        if fp.enabled:
+            aux = (merge(c_int.detach()), Fraction(self.p_quant.step_value()) * Fraction(self.v_quant.step_value()))
+        return merge(ctx), aux, (q, k, v)
 
 
 class SelfOutput(nn.Module):
@@ -294,9 +360,9 @@ class SelfOutput(nn.Module):
         self.LayerNorm = FQLayerNorm(cfg.hidden_size, cfg.layer_norm_eps, cfg.fixed_point)
         self.dropout = nn.Dropout(cfg.hidden_dropout)
 
-    def forward(self, x, residual, surrogate=None):  # noqa: D102
+    def forward(self, x, residual, surrogate=None, exact=None):  # noqa: D102
         fp = self.cfg.fixed_point
-        y = self.dropout(self.dense(x, surrogate))
+        y = self.dropout(self.dense(x, surrogate, exact))
         return self.LayerNorm(fake_quant(y + residual, fp.residual, fp))
 
 
@@ -309,8 +375,17 @@ class Attention(nn.Module):
         self.output = SelfOutput(cfg, cfg.hidden_size)
 
     def forward(self, x, mask):  # noqa: D102
-        ctx, surrogate, qkv = self.self(x, mask)
-        return self.output(ctx, x, surrogate), qkv
+        ctx, aux, qkv = self.self(x, mask)
+        if self.self.cfg.backbone == "w1a1":
+            return self.output(ctx, x, aux), qkv
+        exact = None
+        if aux is not None:  # requantize the integer context exactly (section 14)
+            c_int, lsb = aux
+            cmax = context_bound(self.self.cfg.act_bits, self.self.cfg.max_len)
+
+            def exact(aq):
+                return aq.int_codes(c_int.round().to(torch.int64), lsb, -cmax, cmax + 1)
+        return self.output(ctx, x, exact=exact), qkv
 
 
 class Intermediate(nn.Module):
@@ -343,7 +418,13 @@ class Layer(nn.Module):
             # to -0.0 (which sign() maps to +1) for very negative h. Gradient via GELU.
             out = self.output(h, x, surrogate=g)
         else:
-            out = self.output(g, x)
+            fp = self.cfg.fixed_point
+            exact = None
+            if fp.enabled:  # codes of GELU(h) by thresholds on the pre-GELU codes (section 14)
+                def exact(aq):
+                    return aq.gelu_codes(codes_of(h, fp.residual.frac), fp.residual.frac, fp.residual.qmin,
+                                         fp.residual.qmax)
+            out = self.output(g, x, exact=exact)
         return out, qkv
 
 

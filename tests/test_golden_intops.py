@@ -274,7 +274,7 @@ _FLOAT_FUNCS = {"mean", "sqrt", "exp", "tanh", "log", "log2", "divide", "true_di
                 "rint", "power", "float_power", "reciprocal", "linspace", "interp"}
 
 
-@pytest.mark.parametrize("module", ["infer.py", "intops.py", "fold.py"])
+@pytest.mark.parametrize("module", ["infer.py", "intops.py", "fold.py", "w1a4.py"])
 def test_inference_path_has_no_floating_point(module):
     """The golden inference path has no true division, float literal, float dtype or float function."""
     tree = ast.parse((GOLDEN / module).read_text())
