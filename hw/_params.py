@@ -1,8 +1,10 @@
-"""Parameter checks shared by the hardware blocks."""
+"""Parameter checks and payload packing shared by the hardware blocks."""
 
 from __future__ import annotations
 
-__all__ = ["check_positive"]
+from amaranth.hdl import Shape
+
+__all__ = ["check_positive", "pack_fields"]
 
 
 def check_positive(owner, name: str, value) -> int:
@@ -16,3 +18,25 @@ def check_positive(owner, name: str, value) -> int:
         owner._MustUse__used = True
         raise TypeError(f"{name} must be a positive integer, not {value!r}")
     return value
+
+
+def pack_fields(layout, **values) -> int:
+    """A stream payload as a plain integer: each ``name=value`` into its field of ``layout``.
+
+    For testbenches and hosts (codecs). Signed fields take two's complement.
+
+    Raises
+    ------
+    ValueError
+        If a value does not fit its field.
+    """
+    word = 0
+    for name, value in values.items():
+        fld = layout[name]
+        shape = Shape.cast(fld.shape)
+        v = int(value)
+        lo = -(1 << (shape.width - 1)) if shape.signed else 0
+        if not lo <= v < lo + (1 << shape.width):
+            raise ValueError(f"{name}={v} does not fit {shape.width} bits")
+        word |= (v & ((1 << shape.width) - 1)) << fld.offset
+    return word

@@ -13,6 +13,7 @@ from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import bits_for
 
+from ._params import pack_fields as _pack
 from ..golden import accelerator as _golden
 from ..golden.accelerator import AccelSpec
 from .encoder import EncoderLayer, _Copy
@@ -606,17 +607,6 @@ class Accelerator(wiring.Component):
 
 # ---- plain-integer encoders for testbenches and hosts
 
-def _pack(layout, **values) -> int:
-    word = 0
-    for name, value in values.items():
-        fld = layout[name]
-        shape = Shape.cast(fld.shape)
-        v = int(value)
-        lo = -(1 << (shape.width - 1)) if shape.signed else 0
-        if not lo <= v < lo + (1 << shape.width):
-            raise ValueError(f"{name}={v} does not fit {shape.width} bits")
-        word |= (v & ((1 << shape.width) - 1)) << fld.offset
-    return word
 
 
 class AccelCodec:

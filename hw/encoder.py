@@ -8,7 +8,7 @@ The contract is :func:`bebert.golden.encoder.encoder_layer` (every intermediate,
 
 from __future__ import annotations
 
-from amaranth.hdl import Cat, Module, Mux, Shape, Signal, signed, unsigned
+from amaranth.hdl import Cat, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
@@ -17,6 +17,7 @@ from amaranth.utils import bits_for
 from ..golden import encoder as _golden
 from ..golden.vector import VectorFormats
 from ._params import check_positive
+from ._params import pack_fields as _pack
 from .attention import AttentionKind, BiAttention
 from .linear import LinearEngine
 from .linear_vector import LinearVectorOp, LinearVectorOutput
@@ -543,17 +544,6 @@ class EncoderLayer(wiring.Component):
 
 # ---- plain-integer encoders for testbenches
 
-def _pack(layout, **values) -> int:
-    word = 0
-    for name, value in values.items():
-        fld = layout[name]
-        shape = Shape.cast(fld.shape)
-        v = int(value)
-        lo = -(1 << (shape.width - 1)) if shape.signed else 0
-        if not lo <= v < lo + (1 << shape.width):
-            raise ValueError(f"{name}={v} does not fit {shape.width} bits")
-        word |= (v & ((1 << shape.width) - 1)) << fld.offset
-    return word
 
 
 class EncoderCodec:

@@ -7,7 +7,7 @@ The attention output projection and the FFN down-projection of a W1A1 layer:
 
 from __future__ import annotations
 
-from amaranth.hdl import Module, Mux, Shape, Signal, signed, unsigned
+from amaranth.hdl import Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
@@ -16,6 +16,7 @@ from amaranth.utils import bits_for
 from ..golden import linear_vector as _golden
 from ..golden.vector import VectorFormats
 from ._params import check_positive
+from ._params import pack_fields as _pack
 from .linear import ActivationLoad, LinearCodec, LinearCommand, LinearEngine
 from .vector import VectorLoad, VectorUnit
 
@@ -311,17 +312,6 @@ class LinearVectorOp(wiring.Component):
 
 # ---- plain-integer encoders for testbenches
 
-def _pack(layout, **values) -> int:
-    word = 0
-    for name, value in values.items():
-        fld = layout[name]
-        width = Shape.cast(fld.shape).width
-        v = int(value)
-        lo = -(1 << (width - 1)) if Shape.cast(fld.shape).signed else 0
-        if not lo <= v < lo + (1 << width):
-            raise ValueError(f"{name}={v} does not fit {width} bits")
-        word |= (v & ((1 << width) - 1)) << fld.offset
-    return word
 
 
 class LinearVectorCodec:
