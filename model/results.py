@@ -7,7 +7,8 @@
 
 Reads the run folder's ``bebert.json`` (backbone, members, KD, task), ``metrics.json`` (dev
 metric per member and per ensemble prefix) and ``timing.json`` (wall-clock seconds, written by
-``bebert train`` since it records them), and adds or replaces the rows for that run:
+``bebert train`` since it records them) -- or, for a run still going, its resume state (the
+members it has finished are final) -- and adds or replaces the rows for that run:
 member 0 alone (a single binary student), and the ensemble after every member from the second
 on. Rows are keyed by ``(command, members, model)``, so re-running replaces. ``--table`` prints
 the Markdown table of the whole file.
@@ -40,15 +41,25 @@ def _load(path: Path, what: str) -> Any:
 def rows_for_run(run_dir: str | Path, command: str, model_name: str | None = None) -> list[dict[str, Any]]:
     """The results rows of one finished student/ensemble run (see the module docstring)."""
     run = Path(run_dir)
-    meta = _load(run / "bebert.json", "checkpoint metadata")
-    if meta.get("kind") != "student":
-        raise ValueError(f"{run} is a {meta.get('kind')!r} checkpoint; rows are made for student/ensemble runs")
+    state = run / "state" / "state.json"
+    if not (run / "bebert.json").is_file() and state.is_file():
+        # a run still going: the members it has finished are final; their times are in the state
+        info = json.loads(state.read_text())
+        tc = info["run_config"]
+        if tc.get("kind") != "student":
+            raise ValueError(f"{run} is a {tc.get('kind')!r} run; rows are made for student/ensemble runs")
+        task = tc["task"]
+        timing = {"member_end_seconds": info.get("member_seconds", [])}
+    else:
+        meta = _load(run / "bebert.json", "checkpoint metadata")
+        if meta.get("kind") != "student":
+            raise ValueError(f"{run} is a {meta.get('kind')!r} checkpoint; rows are made for student/ensemble runs")
+        timing = json.loads((run / "timing.json").read_text()) if (run / "timing.json").is_file() else None
+        tc = meta["train_config"]
+        task = meta["task"]
     metrics = _load(run / "metrics.json", "per-epoch metrics")
-    timing = json.loads((run / "timing.json").read_text()) if (run / "timing.json").is_file() else None
-    tc = meta["train_config"]
     backbone = tc.get("backbone", "w1a1")
     kd = tc.get("kd", "none")
-    task = meta["task"]
     metric = get_task(task).primary_metric
     key = f"dev_{metric}"
     last_member_row = {}

@@ -55,3 +55,14 @@ def test_update_file(tmp_path):
     assert main([str(_run(tmp_path)), "--command", "c", "--update", str(out)]) == 0
     assert main([str(tmp_path / "run"), "--command", "c", "--update", str(out)]) == 0  # replaces, no duplicates
     assert len(json.loads(out.read_text())) == 2
+
+
+def test_rows_of_a_run_still_going(tmp_path):
+    run = _run(tmp_path, timing=False)
+    (run / "bebert.json").unlink()
+    (run / "state").mkdir()
+    (run / "state" / "state.json").write_text(json.dumps({
+        "run_config": {"kind": "student", "task": "sst2-sentences", "backbone": "w1a1", "kd": "none"},
+        "member_seconds": [50.0, 99.0]}))
+    rows = rows_for_run(run, "cmd")
+    assert [(r["members"], r["train_seconds"], r["backbone"]) for r in rows] == [(1, 50.0, "w1a1"), (2, 99.0, "w1a1")]
