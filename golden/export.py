@@ -57,6 +57,24 @@ def _binary_layer(lin, cfg, fp, threshold: bool) -> dict[str, np.ndarray]:
     return out
 
 
+def _word_table(table, cfg, fp) -> tuple[np.ndarray, np.ndarray]:
+    """Packed sign bits and per-row scale codes of a binary word-embedding table (no gradient).
+
+    With ``embedding_scale == "tensor"`` one scale serves the whole table, repeated per row.
+    """
+    from bebert.model.fixedpoint import quantize
+    from bebert.model.student import _weight_quant
+
+    if cfg.embedding_scale == "row":
+        codes, alpha = _weight_quant(table, cfg)
+        alpha = alpha.view(-1)
+    else:
+        codes, alpha = _weight_quant(table.reshape(1, -1), cfg)
+        codes = codes.view_as(table)
+        alpha = alpha.view(1).expand(table.shape[0])
+    return pack_rows((codes > 0).cpu().numpy()), _i32(quantize(alpha.double(), fp.weight_scale, fp.rounding))
+
+
 def _layernorm(ln, fp) -> dict[str, np.ndarray]:
     import torch
 
@@ -71,7 +89,6 @@ def _member_tensors(model) -> dict[str, np.ndarray]:
     import torch
 
     from bebert.model.fixedpoint import quantize
-    from bebert.model.student import _weight_quant
 
     cfg = model.config
     fp = cfg.fixed_point
@@ -79,16 +96,7 @@ def _member_tensors(model) -> dict[str, np.ndarray]:
     out: dict[str, np.ndarray] = {}
     emb = bert.embeddings
     with torch.no_grad():
-        table = emb.word_embeddings.weight
-        if cfg.embedding_scale == "row":
-            codes, alpha = _weight_quant(table, cfg)
-            alpha = alpha.view(-1)
-        else:
-            codes, alpha = _weight_quant(table.reshape(1, -1), cfg)
-            codes = codes.view_as(table)
-            alpha = alpha.view(1).expand(table.shape[0])
-        out["emb.word.bits"] = pack_rows((codes > 0).cpu().numpy())
-        out["emb.word.scale"] = _i32(quantize(alpha.double(), fp.weight_scale, fp.rounding))
+        out["emb.word.bits"], out["emb.word.scale"] = _word_table(emb.word_embeddings.weight, cfg, fp)
         out["emb.position"] = _i32(quantize(emb.position_embeddings.weight.double(), fp.embedding, fp.rounding))
         out["emb.token_type"] = _i32(quantize(emb.token_type_embeddings.weight.double(), fp.embedding, fp.rounding))
     for k, v in _layernorm(emb.LayerNorm, fp).items():
@@ -160,7 +168,6 @@ def _w1a4_member(model) -> dict[str, np.ndarray]:
         softmax_exp_table,
         softmax_prob_step,
     )
-    from bebert.model.student import _weight_quant
 
     cfg = model.config
     fp = cfg.fixed_point
@@ -186,15 +193,7 @@ def _w1a4_member(model) -> dict[str, np.ndarray]:
     with torch.no_grad():
         for i, table in enumerate(tables):
             sfx = "" if i == 0 else "_2"
-            if cfg.embedding_scale == "row":
-                codes, alpha = _weight_quant(table, cfg)
-                alpha = alpha.view(-1)
-            else:
-                codes, alpha = _weight_quant(table.reshape(1, -1), cfg)
-                codes = codes.view_as(table)
-                alpha = alpha.view(1).expand(table.shape[0])
-            out["emb.word.bits" + sfx] = pack_rows((codes > 0).cpu().numpy())
-            out["emb.word.scale" + sfx] = _i32(quantize(alpha.double(), fp.weight_scale, fp.rounding))
+            out["emb.word.bits" + sfx], out["emb.word.scale" + sfx] = _word_table(table, cfg, fp)
         out["emb.position"] = _i32(quantize(emb.position_embeddings.weight.double(), fp.embedding, fp.rounding))
         out["emb.token_type"] = _i32(quantize(emb.token_type_embeddings.weight.double(), fp.embedding, fp.rounding))
     for k, v in _layernorm(emb.LayerNorm, fp).items():
