@@ -9,7 +9,7 @@ from __future__ import annotations
 import random
 from collections.abc import Iterable
 
-__all__ = ["stream_put", "stream_get", "put_all", "get_n", "run_streams"]
+__all__ = ["stream_put", "stream_get", "put_all", "get_n", "feeder", "run_streams"]
 
 
 async def stream_put(ctx, stream, payload: int) -> None:
@@ -48,6 +48,20 @@ async def get_n(ctx, stream, n: int, *, stall: float = 0.0, rng: random.Random |
     return out
 
 
+def feeder(feeds, *, idle: float = 0.0, seed: int = 0):
+    """A testbench coroutine that sends ``feeds`` (``(stream, beats)`` pairs) in order.
+
+    One producer for all streams, so a table load precedes the data that uses it; idle cycles
+    with probability ``idle`` from a generator seeded with ``seed``.
+    """
+    async def producer(ctx):
+        prng = random.Random(seed)
+        for stream, beats in feeds:
+            await put_all(ctx, stream, beats, idle=idle, rng=prng)
+
+    return producer
+
+
 def run_streams(dut, feeds, n_out: int, *, idle: float = 0.0, stall: float = 0.0, seed: int = 0,
                 max_cycles: int = 100_000, out_stream=None) -> tuple[list[int], int]:
     """Drive a block in the Amaranth simulator and collect its output beats.
@@ -67,10 +81,7 @@ def run_streams(dut, feeds, n_out: int, *, idle: float = 0.0, stall: float = 0.0
     clock = [0]
     finished: list[int] = []
 
-    async def producer(ctx):
-        prng = random.Random(seed)
-        for stream, beats in feeds:
-            await put_all(ctx, stream, beats, idle=idle, rng=prng)
+    producer = feeder(feeds, idle=idle, seed=seed)
 
     async def consumer(ctx):
         got.extend(await get_n(ctx, out_stream, n_out, stall=stall, rng=random.Random(seed + 1)))

@@ -15,7 +15,7 @@ from bebert.golden.linear import (activation_beats, expected_cycles, layers_memo
 from bebert.golden.pe_array import pack_bits
 from bebert.hw.linear import LinearEngine
 from bebert.sim.memory import MemoryTiming, amaranth_memory
-from bebert.sim.streams import put_all, stream_get
+from bebert.sim.streams import feeder, stream_get
 from bebert.sim.tb_linear import layer_feeds
 
 
@@ -64,10 +64,7 @@ def run_layers(dut, layers, *, latency=4, bw=None, stall=0.0, idle=0.0, seed=0, 
     accepts, finals = [], []
     done = []
 
-    async def producer(ctx):
-        prng = random.Random(seed)
-        for stream, beats in feeds:
-            await put_all(ctx, stream, beats, idle=idle, rng=prng)
+    producer = feeder(feeds, idle=idle, seed=seed)
 
     async def memory(ctx):
         await amaranth_memory(ctx, dut.req_stream, dut.rsp_stream, words, timing)

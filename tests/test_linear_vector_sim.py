@@ -15,7 +15,7 @@ from bebert.golden.pe_array import pack_bits
 from bebert.golden.vector import VectorFormats
 from bebert.hw.linear_vector import LinearVectorOp
 from bebert.sim.memory import MemoryTiming, amaranth_memory
-from bebert.sim.streams import put_all, stream_get
+from bebert.sim.streams import feeder, stream_get
 from bebert.sim.vector_jobs import make_job
 
 
@@ -67,10 +67,7 @@ def run_jobs(dut, jobs, *, latency=4, bw=None, stall=0.0, idle=0.0, seed=0):
         results.append(dict(want=want, got=[]))
     accepts, finals, done = [], [], []
 
-    async def producer(ctx):
-        prng = random.Random(seed)
-        for stream, beats in feeds:
-            await put_all(ctx, stream, beats, idle=idle, rng=prng)
+    producer = feeder(feeds, idle=idle, seed=seed)
 
     async def memory(ctx):
         await amaranth_memory(ctx, dut.req_stream, dut.rsp_stream, words, timing)
