@@ -245,7 +245,7 @@ OVERHEAD = {"embed": -12, "load": 6, "run": 1, "head": 11, "combine": 1}
 
 def expected_cycles(spec: AccelSpec, n: int, bits_per_cycle: float, latency: int, *, kb: int = 4,
                     pe_latency: int = 4, fetch_depth: int = 2, stats_cycles: int = 80, vector_latency: int = 13,
-                    attn_latency: int = 8, reader_depth: int = 16, detail: bool = False):
+                    attn_latency: int = 8, reader_depth: int = 16, lanes: int = 1, detail: bool = False):
     """Cycles of one inference (command acceptance to the last output transfer), always-ready output.
 
     The parameter reader streams words at ``pace = max(word_bits / bits_per_cycle, (latency + 3) /
@@ -262,13 +262,39 @@ def expected_cycles(spec: AccelSpec, n: int, bits_per_cycle: float, latency: int
       ``L*H`` classifier codes, ``L`` biases and the ensemble weight back to back (consumed as they come,
       one MAC per cycle); ``L`` output beats;
 
-    and the ``L`` combined output beats. ``stats_cycles`` is the statistics engine's worst case, so the
-    estimate is an upper bound by up to ``norm_steps`` per LayerNorm (measured: 1.5% to 5% over in total,
+    and the ``L`` combined output beats. With ``lanes = E > 1``, the members run in ``ceil(M/E)`` rounds of up
+    to ``E`` lanes in lockstep (a phase ends when every busy lane has finished it); the ``k`` busy lanes of a
+    round share the memory port, modelled as each lane seeing ``bits_per_cycle / k``, and a round's
+    phases cost one member's at that bandwidth (its ``k`` output blocks of ``L`` beats each).
+    ``stats_cycles`` is the statistics engine's worst case, so the estimate is an upper bound by up to
+    ``norm_steps`` per LayerNorm (measured: 1.5% to 5% over in total,
     ``docs/hw-engine.md``). ``detail=True`` returns ``total`` and the hardware's phase counters summed over
     the members: ``embed``, ``layer<l>``, ``head``, and ``load`` (part of the layer counters).
     """
-    h, iv = spec.hidden, spec.word_bits / bits_per_cycle
     lay = model_layout(spec)
+    m = spec.members
+    rounds = [min(lanes, m - r) for r in range(0, m, lanes)]
+    res = {"embed": 0, "head": spec.labels + OVERHEAD["combine"], **{f"layer{li}": 0 for li in range(spec.layers)},
+           "load": 0}
+    for k in rounds:
+        one = _member_cycles(spec, lay, n, bits_per_cycle / k, latency, kb=kb, pe_latency=pe_latency,
+                             fetch_depth=fetch_depth, stats_cycles=stats_cycles, vector_latency=vector_latency,
+                             attn_latency=attn_latency, reader_depth=reader_depth)
+        res["embed"] += one["embed"]
+        res["head"] += one["head"] + (k - 1) * spec.labels
+        for li in range(spec.layers):
+            res[f"layer{li}"] += one["layer"]
+        res["load"] += spec.layers * one["load"]
+    total = sum(v for key, v in res.items() if key != "load")
+    if detail:
+        return dict(res, total=total)
+    return total
+
+
+def _member_cycles(spec, lay, n, bits_per_cycle, latency, *, kb, pe_latency, fetch_depth, stats_cycles,
+                   vector_latency, attn_latency, reader_depth) -> dict:
+    """One member's ``embed``, ``layer`` (each), ``load`` (each layer's) and ``head`` cycles, rounded up."""
+    h, iv = spec.hidden, spec.word_bits / bits_per_cycle
     pace = max(iv, (latency + 3) / reader_depth)
 
     def stream(words: int) -> float:
@@ -296,12 +322,5 @@ def expected_cycles(spec: AccelSpec, n: int, bits_per_cycle: float, latency: int
     lab = spec.labels
     head = (stream(h * lay["wpr_pooler"]) + latency + 2 + (h - 1) * max(pace, 2) + (lab * h + lab + 1) * pace
             + lab + OVERHEAD["head"])
-    m = spec.members
-    res = {"embed": m * math.ceil(embed), "head": m * math.ceil(head) + lab + OVERHEAD["combine"]}
-    for li in range(spec.layers):
-        res[f"layer{li}"] = m * math.ceil(load + run)
-    total = sum(res.values())
-    res["load"] = m * spec.layers * math.ceil(load)
-    if detail:
-        return dict(res, total=total)
-    return total
+    return {"embed": math.ceil(embed), "head": math.ceil(head), "layer": math.ceil(load + run),
+            "load": math.ceil(load)}

@@ -82,21 +82,27 @@ def _align(terms, f_out):
 class Accelerator(wiring.Component):
     """One W1A1 BEBERT inference: embeddings, ``L`` encoder layers, pooler, classifier per member; combine.
 
-    Members run in turn (one lane). Per member:
+    ``lanes`` (``E``) lanes run ``E`` members at a time (member ``r*E + e`` on lane ``e`` in round ``r``; rounds
+    until all ``M`` have run, a lane without a member in the last round idles), each with its own encoder
+    layer, vector unit, parameter reader, activation buffer and head, under one sequencer: every phase below
+    ends when all busy lanes have finished it (a barrier), and the lanes share the one memory port through
+    a round-robin arbiter (the lane of each request in flight in a ``tag_depth``-entry FIFO, which also
+    bounds the requests in flight; ``E = 1`` connects the lane directly). Per member:
 
     - **embed**: the embedding LayerNorm table (``H`` records) into a :class:`~bebert.hw.vector.VectorUnit`,
       then per token its word record (sign bits and scale of row ``id``) and the ``H`` position/type code
       pairs; each channel's sum ``align_add([(+-a, f_scale), (P, f_emb), (T, f_emb)] -> residual)`` is the
       vector unit's residual input (its linear part zeroed: scale 0, bias 0), whose LayerNorm output goes
       into the activation buffer (``max_tokens * H`` codes).
-    - **layer l** (one :class:`~bebert.hw.encoder.EncoderLayer` reused for every layer and member): the
+    - **layer l** (the lane's :class:`~bebert.hw.encoder.EncoderLayer`, reused for every layer and member): the
       layer's threshold records into its ``t_stream`` and vector records into its ``p_stream``, the
       activation buffer replayed into its ``i_stream``, then its command (``keys = length``: the padding
       after the real tokens is masked) on the layer's weights; its output goes back into the activation
       buffer, token 0's sign bits into the pooler input register.
     - **head**: ``H`` pooler records (row bits, scale, bias): XNOR popcount with token 0's bits, scale and
       bias, the tanh index; ``H`` tanh look-ups; the classifier (``L*H`` codes, one MAC per cycle) and its
-      biases; the member's ensemble weight, ``total += e_m * logit``; the member's ``L`` logits out.
+      biases; the member's ensemble weight; the member's ``L`` logits out (lane by lane, in member order), and
+      with each member's last beat the combine unit adds ``total += e_m * logit``.
 
     Then the combined logits ``align_add([(total, f_ens + f_logit)] -> logits)``, their argmax (ties to the
     lowest class) and ``L`` output beats. Every parameter comes from the one memory port: the parameter
@@ -116,7 +122,7 @@ class Accelerator(wiring.Component):
         Cleared by a command, final when ``running`` falls: ``cycles`` (acceptance to the final output
         transfer), per phase ``embed``, ``layer0`` .. (each including its parameter load), ``head`` (pooler,
         classifier, combine, output; the phases sum to ``cycles``), ``load`` (the layers' parameter loads and
-        input replays, part of the layer counters), summed over layers and members the
+        input replays, part of the layer counters; lane 0's), summed over layers, members and lanes the
         engines' ``busy``, ``stall_weights``, ``stall_output`` and the vector ops' ``vector_beats``, and
         ``out_wait`` (cycles with an output beat offered and not taken), ``param_words`` (words read by the
         parameter reader).
@@ -127,11 +133,14 @@ class Accelerator(wiring.Component):
     spec : :class:`bebert.golden.accelerator.AccelSpec` (dimensions, formats, ``P``, ``S``, word width).
     max_tokens : longest sequence (default ``spec.max_len``).
     kb, addr_width, fetch_depth, counter_bits, impl : as :class:`~bebert.hw.encoder.EncoderLayer`.
-    reader_depth : words the parameter reader keeps in flight.
+    lanes : ensemble-parallel lanes ``E`` (``1..M``).
+    reader_depth : words each lane's parameter reader keeps in flight.
+    tag_depth : requests in flight on the shared memory port (``E > 1``).
     """
 
-    def __init__(self, spec: AccelSpec, *, max_tokens: int | None = None, kb: int = 4, addr_width: int = 24,
-                 fetch_depth: int = 2, counter_bits: int = 32, reader_depth: int = 16, impl: str = "behavioral"):
+    def __init__(self, spec: AccelSpec, *, lanes: int = 1, max_tokens: int | None = None, kb: int = 4,
+                 addr_width: int = 24, fetch_depth: int = 2, counter_bits: int = 32, reader_depth: int = 16,
+                 tag_depth: int = 32, impl: str = "behavioral"):
         if not isinstance(spec, AccelSpec):
             self._MustUse__used = True
             raise TypeError(f"spec must be an AccelSpec, not {type(spec).__name__}")
@@ -144,14 +153,21 @@ class Accelerator(wiring.Component):
             if self.layout["words"] > (1 << addr_width):
                 raise ValueError(f"the model image of {self.layout['words']} words does not fit {addr_width} "
                                  "address bits")
-            self.enc = EncoderLayer(hidden=spec.hidden, heads=spec.heads, ffn=spec.ffn, max_tokens=mt, p=spec.p,
-                                    s=spec.s, word_bits=spec.word_bits, kb=kb, fmts=spec.vfmts, addr_width=addr_width,
-                                    fetch_depth=fetch_depth, counter_bits=counter_bits, impl=impl)
-            self.vu = VectorUnit(max_h=spec.hidden, max_k=1, fmts=spec.vfmts)
+            if not isinstance(lanes, int) or not 1 <= lanes <= spec.members:
+                raise ValueError(f"lanes must be 1..{spec.members} (the ensemble's members), not {lanes!r}")
+            if not isinstance(tag_depth, int) or tag_depth < 2:
+                raise ValueError(f"tag_depth must be an integer >= 2, not {tag_depth!r}")
+            self.encs = [EncoderLayer(hidden=spec.hidden, heads=spec.heads, ffn=spec.ffn, max_tokens=mt, p=spec.p,
+                                      s=spec.s, word_bits=spec.word_bits, kb=kb, fmts=spec.vfmts,
+                                      addr_width=addr_width, fetch_depth=fetch_depth, counter_bits=counter_bits,
+                                      impl=impl) for _ in range(lanes)]
+            self.vus = [VectorUnit(max_h=spec.hidden, max_k=1, fmts=spec.vfmts) for _ in range(lanes)]
+            self.enc, self.vu = self.encs[0], self.vus[0]
         except (TypeError, ValueError):
             self._MustUse__used = True
             raise
         self.spec, self._mt, self._kb, self._fetch_depth = spec, mt, kb, fetch_depth
+        self.lanes, self._tag_depth = lanes, tag_depth
         self._reader_depth, self._counter_bits, self._addr_width = reader_depth, counter_bits, addr_width
         self.COUNTERS = (("cycles", "embed") + tuple(f"layer{i}" for i in range(spec.layers)) +
                          ("head", "load", "busy", "stall_weights", "stall_output", "vector_beats", "out_wait", "param_words"))
@@ -177,29 +193,31 @@ class Accelerator(wiring.Component):
         return _golden.expected_cycles(self.spec, n, bits_per_cycle, latency, kb=self._kb,
                                        pe_latency=enc.eng.pe.latency, fetch_depth=self._fetch_depth,
                                        stats_cycles=enc.lv.vu.stats_cycles, vector_latency=enc.lv.vu.latency,
-                                       attn_latency=enc.att.latency, reader_depth=self._reader_depth, **kw)
+                                       attn_latency=enc.att.latency, reader_depth=self._reader_depth,
+                                       lanes=self.lanes, **kw)
 
     def elaborate(self, platform):
         m = Module()
         sp, lay = self.spec, self.layout
-        h, mt, wb, L, M = sp.hidden, self._mt, sp.word_bits, sp.labels, sp.members
+        h, mt, wb, L, M, E = sp.hidden, self._mt, sp.word_bits, sp.labels, sp.members, self.lanes
         f = sp.fmt
         rb = _golden.record_bits(sp)
-        m.submodules.enc = enc = self.enc
-        m.submodules.vu = vu = self.vu
         ctr = self.counters
+        aw = self._addr_width
 
-        # ------------------------------------------------------------------ state
-        IDLE, EMBED, LOAD, RUN, HEAD, OUT, COMB, DONE = range(8)
-        phase = Signal(range(8))
-        mi = Signal(range(max(M, 2)))
+        # ------------------------------------------------------------------ the sequencer's state
+        IDLE, EMBED, LAYER, HEAD, OUT, COMB, DONE = range(7)
+        phase = Signal(range(7))
+        rnd = Signal(range(max(-(-M // E), 2)))      # member round: lane e runs member rnd*E + e
         li = Signal(range(max(sp.layers, 2)))
         cmd = Signal(AccelCommand(mt))
         accept = self.c_stream.valid & self.c_stream.ready
         m.d.comb += [self.c_stream.ready.eq(phase == IDLE), self.running.eq(phase != IDLE)]
         n = cmd.tokens
+        in_embed, in_layer, in_head = phase == EMBED, phase == LAYER, phase == HEAD
+        entering = Signal()          # the sequencer changes phase this cycle: every lane's phase state resets
 
-        # token ids and types
+        # token ids and types (shared by the lanes)
         ids = Array(Signal(bits_for(sp.vocab - 1), name=f"id{i}") for i in range(mt))
         tys = Array(Signal(bits_for(sp.types - 1), name=f"ty{i}") for i in range(mt))
         wptr = Signal(range(mt))
@@ -208,34 +226,203 @@ class Accelerator(wiring.Component):
             m.d.sync += [ids[wptr].eq(self.i_stream.payload.id), tys[wptr].eq(self.i_stream.payload.type)]
             m.d.sync += wptr.eq(Mux(self.i_stream.payload.last | (wptr == mt - 1), 0, wptr + 1))
 
-        # ------------------------------------------------------------------ parameter reader
+        fe, fs, fr = f["embedding"].frac, f["weight_scale"].frac, f["residual"].frac
+        eb = f["embedding"].bits
+        gq = sp.groups
+        tw = sp.acc_width * sp.p
+        nt = sp.tanh_len
+        ib = bits_for(nt - 1)
+        fl, fp, fcw, fens = f["logits"].frac, f["pooler"].frac, f["classifier_weight"].frac, f["ensemble_weight"].frac
+        n_chunks = max(2, max(lay[k] for k in lay if k.startswith("wpr_")))
         depth = self._reader_depth
-        aw = self._addr_width
-        rd_go = Signal()
-        rd_base0, rd_base1 = Signal(aw), Signal(aw)
-        rd_count = Signal(range(max(lay["words"], 2) + 1))
-        rd_wpr = Signal(range(max(lay[k] for k in lay if k.startswith("wpr_")) + 2))
-        rd_inter = Signal()
-        r_b0, r_b1, r_cnt, r_wpr, r_inter = Signal(aw), Signal(aw), Signal.like(rd_count), Signal.like(rd_wpr), Signal()
-        r_j = Signal.like(rd_count)
-        r_half = Signal()
-        r_k = Signal.like(rd_wpr)
-        r_active = Signal()
-        outstanding = Signal(range(depth + 1))
-        sel_enc = Signal()
-        m.d.comb += sel_enc.eq(phase == RUN)
+
+        lanes = []
+        for e in range(E):
+            lanes.append(self._lane(m, e, locals()))
+
+        # ------------------------------------------------------------------ memory port: one, shared
+        if E == 1:
+            ln = lanes[0]
+            m.d.comb += [self.req_stream.valid.eq(ln["req_valid"]), self.req_stream.payload.eq(ln["req_addr"]),
+                         ln["req_ready"].eq(self.req_stream.ready),
+                         ln["rsp_valid"].eq(self.rsp_stream.valid), self.rsp_stream.ready.eq(ln["rsp_ready"])]
+        else:
+            # round-robin request arbiter; the lane of every request in flight in a tag FIFO (the memory
+            # answers in request order), which also bounds the requests in flight
+            m.submodules.tags = tags = fifo.SyncFIFO(width=bits_for(E - 1), depth=self._tag_depth)
+            rr = Signal(range(E))
+            grant = Signal(range(E))
+            anyv = Signal()
+            for off in range(E - 1, -1, -1):      # the first requesting lane at or after rr wins
+                cand = Signal(range(E), name=f"cand{off}")
+                m.d.comb += cand.eq(Mux(rr + off >= E, rr + off - E, rr + off))
+                with m.If(Array(ln["req_valid"] for ln in lanes)[cand]):
+                    m.d.comb += [grant.eq(cand), anyv.eq(1)]
+            issue = self.req_stream.valid & self.req_stream.ready
+            m.d.comb += [self.req_stream.valid.eq(anyv & tags.w_rdy),
+                         self.req_stream.payload.eq(Array(ln["req_addr"] for ln in lanes)[grant]),
+                         tags.w_data.eq(grant), tags.w_en.eq(issue)]
+            for e, ln in enumerate(lanes):
+                m.d.comb += [ln["req_ready"].eq(self.req_stream.ready & tags.w_rdy & anyv & (grant == e)),
+                             ln["rsp_valid"].eq(self.rsp_stream.valid & tags.r_rdy & (tags.r_data == e))]
+            with m.If(issue):
+                m.d.sync += rr.eq(Mux(grant == E - 1, 0, grant + 1))
+            m.d.comb += [self.rsp_stream.ready.eq(tags.r_rdy & Array(ln["rsp_ready"] for ln in lanes)[tags.r_data]),
+                         tags.r_en.eq(self.rsp_stream.valid & self.rsp_stream.ready)]
+        for ln in lanes:
+            m.d.comb += ln["rsp_data"].eq(self.rsp_stream.payload)
+
+        # ------------------------------------------------------------------ outputs and the combine unit
+        ol = Signal(range(L + 1))
+        oe = Signal(range(max(E, 2)))              # lane whose logits are on offer
+        tot_w = f["ensemble_weight"].bits + f["logits"].bits + bits_for(M) + 1
+        tot = Array(Signal(signed(tot_w), name=f"tot{i}") for i in range(L))
+        o = self.o_stream
+        comb_vals = []
+        for i in range(L):
+            cv = Signal(signed(f["logits"].bits), name=f"combv{i}")
+            _fit(m, cv, _align([(tot[i], fens + fl)], fl), f["logits"])
+            comb_vals.append(cv)
+        best, besti = comb_vals[0], Const(0, range(max(L, 2)))
+        for i in range(1, L):
+            better = comb_vals[i] > best
+            best = Mux(better, comb_vals[i], best)
+            besti = Mux(better, i, besti)
+        lane_logit = Array(Array(ln["logit"][i] for i in range(L)) for ln in lanes)
+        lane_ew = Array(ln["ew"] for ln in lanes)
+        lane_on = Array(ln["on"] for ln in lanes)
+        m.d.comb += [o.payload.label.eq(ol), o.payload.member.eq(Mux(phase == COMB, M, rnd * E + oe)),
+                     o.payload.pred.eq(besti),
+                     o.payload.logit.eq(Mux(phase == COMB, Array(comb_vals)[ol], lane_logit[oe][ol])),
+                     o.payload.last.eq((phase == COMB) & (ol == L - 1)),
+                     o.valid.eq((phase == OUT) | (phase == COMB))]
+
+        # ------------------------------------------------------------------ the sequence (barriers over lanes)
+        def all_of(key):
+            v = Const(1)
+            for ln in lanes:
+                v = v & (ln["done"] | ln[key] | ~ln["on"])
+            return v
+
+        def enter(ph):
+            m.d.comb += entering.eq(1)
+            m.d.sync += phase.eq(ph)
+
+        with m.If(accept):
+            m.d.sync += [cmd.eq(self.c_stream.payload), rnd.eq(0)]
+            m.d.sync += [tot[i].eq(0) for i in range(L)]
+            enter(EMBED)
+        with m.If(in_embed & all_of("fin")):
+            enter(LAYER)
+            m.d.sync += li.eq(0)
+        with m.If(in_layer & all_of("fin")):
+            with m.If(li == sp.layers - 1):
+                enter(HEAD)
+            with m.Else():
+                enter(LAYER)
+                m.d.sync += li.eq(li + 1)
+        with m.If(in_head & all_of("fin")):
+            enter(OUT)
+            m.d.sync += [ol.eq(0), oe.eq(0)]
+        last_lane = (oe == E - 1) | ~lane_on[oe + 1] if E > 1 else Const(1)
+        with m.If((phase == OUT) & o.ready):
+            m.d.sync += ol.eq(ol + 1)
+            with m.If(ol == L - 1):
+                m.d.sync += ol.eq(0)
+                m.d.sync += [tot[i].eq(tot[i] + lane_ew[oe] * lane_logit[oe][i]) for i in range(L)]
+                with m.If(last_lane):
+                    m.d.sync += oe.eq(0)
+                    with m.If((rnd + 1) * E >= M):
+                        enter(COMB)
+                    with m.Else():
+                        m.d.sync += rnd.eq(rnd + 1)
+                        enter(EMBED)
+                with m.Else():
+                    m.d.sync += oe.eq(oe + 1)
+        with m.If((phase == COMB) & o.ready):
+            m.d.sync += ol.eq(ol + 1)
+            with m.If(ol == L - 1):
+                enter(DONE)
+        with m.If(phase == DONE):
+            enter(IDLE)
+        for ln in lanes:
+            ln["reset"]()
+
+        # ------------------------------------------------------------------ counters
+        with m.If(accept):
+            m.d.sync += [getattr(ctr, k).eq(0) for k in self.COUNTERS]
+        with m.Else():
+            with m.If((phase != IDLE) & (phase != DONE)):
+                m.d.sync += ctr.cycles.eq(ctr.cycles + 1)
+                with m.If(in_embed):
+                    m.d.sync += ctr.embed.eq(ctr.embed + 1)
+                with m.If(lanes[0]["loading"]):
+                    m.d.sync += ctr.load.eq(ctr.load + 1)
+                with m.If(in_layer):
+                    for i in range(sp.layers):
+                        with m.If(li == i):
+                            m.d.sync += getattr(ctr, f"layer{i}").eq(getattr(ctr, f"layer{i}") + 1)
+                with m.If(in_head | (phase == OUT) | (phase == COMB)):
+                    m.d.sync += ctr.head.eq(ctr.head + 1)
+            for k in ("busy", "stall_weights", "stall_output", "vector_beats"):
+                add = sum(Mux(ln["enc_fin"], getattr(ln["enc"].counters, k), 0) for ln in lanes)
+                m.d.sync += getattr(ctr, k).eq(getattr(ctr, k) + add)
+            with m.If(o.valid & ~o.ready):
+                m.d.sync += ctr.out_wait.eq(ctr.out_wait + 1)
+            m.d.sync += ctr.param_words.eq(ctr.param_words + sum(ln["pop"] for ln in lanes))
+        return m
+
+    def _lane(self, m, e, s):
+        """Lane ``e``'s datapath (parameter reader, embedding, encoder layer, head) under the shared sequencer
+        state ``s`` (the locals of :meth:`elaborate`); returns its handshake signals."""
+        sp, lay, rb, f = self.spec, self.layout, s["rb"], s["f"]
+        h, mt, wb, L, M, E = s["h"], s["mt"], s["wb"], s["L"], s["M"], s["E"]
+        aw, n, depth = s["aw"], s["n"], s["depth"]
+        in_embed, in_layer, in_head, entering = s["in_embed"], s["in_layer"], s["in_head"], s["entering"]
+        ids, tys, rnd, li, cmd = s["ids"], s["tys"], s["rnd"], s["li"], s["cmd"]
+        fe, fs, fr, eb, gq, tw, nt, ib = (s[k] for k in ("fe", "fs", "fr", "eb", "gq", "tw", "nt", "ib"))
+        fl, fp, fcw = s["fl"], s["fp"], s["fcw"]
+        n_chunks = s["n_chunks"]
+
+        def sig(shape, name, **kw):
+            return Signal(shape, name=f"l{e}_{name}", **kw)
+
+        m.submodules[f"enc{e}" if E > 1 else "enc"] = enc = self.encs[e]
+        m.submodules[f"vu{e}" if E > 1 else "vu"] = vu = self.vus[e]
+        me = sig(range(max(M, 2)), "member")
+        on = sig(1, "on")
+        m.d.comb += [me.eq(rnd * E + e), on.eq(me < M)]
+        done = sig(1, "done")         # finished the sequencer's phase, waiting at its barrier
+        fin = sig(1, "fin")           # finishes it this cycle
+        lrun = sig(1, "lrun")         # the layer command is running (the memory port is the encoder's)
+        req_valid, req_addr, req_ready = sig(1, "req_valid"), sig(aw, "req_addr"), sig(1, "req_ready")
+        rsp_valid, rsp_data, rsp_ready = sig(1, "rsp_valid"), sig(wb, "rsp_data"), sig(1, "rsp_ready")
+
+        # ------------------------------------------------------------------ parameter reader
+        rd_go = sig(1, "rd_go")
+        rd_base0, rd_base1 = sig(aw, "rd_base0"), sig(aw, "rd_base1")
+        rd_count = sig(range(max(lay["words"], 2) + 1), "rd_count")
+        rd_wpr = sig(range(n_chunks + 2), "rd_wpr")
+        rd_inter = sig(1, "rd_inter")
+        r_b0, r_b1 = sig(aw, "r_b0"), sig(aw, "r_b1")
+        r_cnt, r_wpr, r_inter = Signal.like(rd_count, name=f"l{e}_r_cnt"), Signal.like(rd_wpr, name=f"l{e}_r_wpr"), sig(1, "r_inter")
+        r_j = Signal.like(rd_count, name=f"l{e}_r_j")
+        r_half = sig(1, "r_half")
+        r_k = Signal.like(rd_wpr, name=f"l{e}_r_k")
+        r_active = sig(1, "r_active")
+        outstanding = sig(range(depth + 1), "outstanding")
         rd_idle = ~r_active
-        m.submodules.wq = wq = fifo.SyncFIFOBuffered(width=wb, depth=depth)
-        m.submodules.tq = tq = fifo.SyncFIFOBuffered(width=1, depth=depth)
-        req_valid = Signal()
-        req_addr = Signal(aw)
-        tag = Signal()
+        m.submodules[f"wq{e}"] = wq = fifo.SyncFIFOBuffered(width=wb, depth=depth)
+        m.submodules[f"tq{e}"] = tq = fifo.SyncFIFOBuffered(width=1, depth=depth)
+        rvalid = sig(1, "rvalid")
+        raddr = sig(aw, "raddr")
+        tag = sig(1, "tag")
         m.d.comb += [
-            req_valid.eq(r_active & (outstanding < depth) & tq.w_rdy),
-            req_addr.eq(Mux(r_inter & r_half, r_b1, r_b0) + r_j),
+            rvalid.eq(r_active & (outstanding < depth) & tq.w_rdy),
+            raddr.eq(Mux(r_inter & r_half, r_b1, r_b0) + r_j),
             tag.eq(Mux(r_inter, r_half, r_k == r_wpr - 1)),
         ]
-        issue = req_valid & self.req_stream.ready & ~sel_enc
+        issue = rvalid & req_ready & ~lrun
         m.d.comb += [tq.w_data.eq(tag), tq.w_en.eq(issue)]
         with m.If(rd_go & rd_idle):
             m.d.sync += [r_active.eq(1), r_b0.eq(rd_base0), r_b1.eq(rd_base1), r_cnt.eq(rd_count),
@@ -252,17 +439,16 @@ class Accelerator(wiring.Component):
                 with m.If(r_j == r_cnt - 1):
                     m.d.sync += r_active.eq(0)
         # responses into the word FIFO (always room: at most `depth` outstanding)
-        m.d.comb += [wq.w_data.eq(self.rsp_stream.payload), wq.w_en.eq(self.rsp_stream.valid & ~sel_enc)]
+        m.d.comb += [wq.w_data.eq(rsp_data), wq.w_en.eq(rsp_valid & ~lrun)]
         # record assembler
-        n_chunks = max(lay[k] for k in lay if k.startswith("wpr_"))
-        n_chunks = max(n_chunks, 2)
-        chunks = [Signal(wb, name=f"chunk{i}") for i in range(n_chunks)]
-        a_k = Signal(range(n_chunks))
-        rec_valid = Signal()
-        rec_take = Signal()
-        rec = Signal(n_chunks * wb)
+        chunks = [sig(wb, f"chunk{i}") for i in range(n_chunks)]
+        a_k = sig(range(n_chunks), "a_k")
+        rec_valid = sig(1, "rec_valid")
+        rec_take = sig(1, "rec_take")
+        rec = sig(n_chunks * wb, "rec")
         m.d.comb += rec.eq(Cat(*chunks))
-        pop = wq.r_rdy & tq.r_rdy & (~rec_valid | rec_take)
+        pop = sig(1, "pop")
+        m.d.comb += pop.eq(wq.r_rdy & tq.r_rdy & (~rec_valid | rec_take))
         m.d.comb += [wq.r_en.eq(pop), tq.r_en.eq(pop)]
         with m.If(pop):
             for i, c in enumerate(chunks):
@@ -277,12 +463,12 @@ class Accelerator(wiring.Component):
             m.d.sync += outstanding.eq(outstanding + 1)
         with m.Elif(pop & ~issue):
             m.d.sync += outstanding.eq(outstanding - 1)
-        m.d.comb += [self.req_stream.valid.eq(Mux(sel_enc, enc.req_stream.valid, req_valid)),
-                     self.req_stream.payload.eq(Mux(sel_enc, enc.req_stream.payload, req_addr)),
-                     enc.req_stream.ready.eq(self.req_stream.ready & sel_enc),
-                     enc.rsp_stream.valid.eq(self.rsp_stream.valid & sel_enc),
-                     enc.rsp_stream.payload.eq(self.rsp_stream.payload),
-                     self.rsp_stream.ready.eq(Mux(sel_enc, enc.rsp_stream.ready, 1))]
+        m.d.comb += [req_valid.eq(Mux(lrun, enc.req_stream.valid, rvalid)),
+                     req_addr.eq(Mux(lrun, enc.req_stream.payload, raddr)),
+                     enc.req_stream.ready.eq(req_ready & lrun),
+                     enc.rsp_stream.valid.eq(rsp_valid & lrun),
+                     enc.rsp_stream.payload.eq(rsp_data),
+                     rsp_ready.eq(Mux(lrun, enc.rsp_stream.ready, 1))]
 
         def field(kind, i):
             off = sum(rb[kind][:i])
@@ -291,15 +477,14 @@ class Accelerator(wiring.Component):
         def code(width):
             return rec[:width].as_signed()
 
-        # region addresses (member m, layer l)
-        mbase = Signal(aw)
-        lbase = Signal(aw)
-        m.d.comb += [mbase.eq(lay["members"] + mi * lay["member_words"]),
+        # region addresses (member me, layer li)
+        mbase = sig(aw, "mbase")
+        lbase = sig(aw, "lbase")
+        m.d.comb += [mbase.eq(lay["members"] + me * lay["member_words"]),
                      lbase.eq(mbase + lay["layers"] + li * lay["layer_words"])]
 
-        # sequencer-side reader commands
-        rq = Signal(range(8))       # command step within a phase
-        tq_i = Signal(range(max(mt, h) + 1))  # token / channel of the command step
+        rq = sig(range(8), "rq")                          # reader command step within a phase
+        tq_i = sig(range(max(mt, h) + 1), "tq_i")        # token / channel of the command step
 
         def go(base0, count, wpr, inter=0, base1=0):
             m.d.comb += [rd_go.eq(1), rd_base0.eq(base0), rd_base1.eq(base1), rd_count.eq(count), rd_wpr.eq(wpr),
@@ -308,34 +493,32 @@ class Accelerator(wiring.Component):
         started = rd_go & rd_idle
 
         # ------------------------------------------------------------------ activation buffer
-        m.submodules.abuf = abuf = Memory(shape=signed(f["layernorm"].bits), depth=mt * h, init=[])
+        m.submodules[f"abuf{e}" if E > 1 else "abuf"] = abuf = Memory(shape=signed(f["layernorm"].bits),
+                                                                      depth=mt * h, init=[])
         a_wr, a_rd = abuf.write_port(), abuf.read_port()
-        a_ptr = Signal(range(mt * h + 1))
+        a_ptr = sig(range(mt * h + 1), "a_ptr")
 
-        # ------------------------------------------------------------------ consumer state
-        cc = Signal(range(max(2 * h + sp.groups, L * h, h * mt) + 2))   # records consumed in the phase
-        ct = Signal(range(mt + 1))       # token (embed)
-        cch = Signal(range(h + 1))       # channel (embed)
-        wrow = Signal(h)
-        wscale = Signal(signed(f["weight_scale"].bits))
-        cstate = Signal(2)               # embed: 0 table, 1 word record, 2 pairs
+        cc = sig(range(max(2 * h + sp.groups, L * h, h * mt) + 2), "cc")   # records consumed in the phase
+        ct = sig(range(mt + 1), "ct")
+        cch = sig(range(h + 1), "cch")
+        wrow = sig(h, "wrow")
+        wscale = sig(signed(f["weight_scale"].bits), "wscale")
+        cstate = sig(2, "cstate")        # embed: 0 table, 1 word record, 2 pairs
 
         # ------------------------------------------------------------------ EMBED
         m.d.comb += [vu.p_stream.payload.addr.eq(cc), vu.p_stream.payload.scale.eq(0), vu.p_stream.payload.bias.eq(0),
                      vu.p_stream.payload.gamma.eq(field("emb_ln", 0).as_signed()),
                      vu.p_stream.payload.beta.eq(field("emb_ln", 1).as_signed()),
                      vu.p_stream.payload.k.eq(1), vu.p_stream.payload.last.eq(cc == h - 1)]
-        fe, fs, fr = f["embedding"].frac, f["weight_scale"].frac, f["residual"].frac
-        eb = f["embedding"].bits
         pos_c = rec[:eb].as_signed()
         typ_c = rec[wb: wb + eb].as_signed()
         sgn = wrow.bit_select(cch, 1)
         term = Mux(sgn, wscale, -wscale)
-        esum = Signal(signed(f["residual"].bits))
+        esum = sig(signed(f["residual"].bits), "esum")
         _fit(m, esum, _align([(term, fs), (pos_c, fe), (typ_c, fe)], fr), f["residual"])
         m.d.comb += [vu.i_stream.payload.acc.eq(0), vu.i_stream.payload.x.eq(esum)]
-        in_embed = phase == EMBED
-        with m.If(in_embed):
+        l_embed = in_embed & on
+        with m.If(l_embed):
             with m.Switch(cstate):
                 with m.Case(0):
                     m.d.comb += [vu.p_stream.valid.eq(rec_valid), rec_take.eq(vu.p_stream.ready)]
@@ -354,7 +537,6 @@ class Accelerator(wiring.Component):
                         m.d.sync += cch.eq(cch + 1)
                         with m.If(cch == h - 1):
                             m.d.sync += [cstate.eq(1), ct.eq(ct + 1)]
-            # reader commands: the table, then per token its word record and pairs
             with m.Switch(rq):
                 with m.Case(0):
                     go(mbase + lay["emb_ln"], h * lay["wpr_emb_ln"], lay["wpr_emb_ln"])
@@ -368,28 +550,29 @@ class Accelerator(wiring.Component):
                     go(mbase + lay["position"] + tq_i * h, h, 2, 1, mbase + lay["type"] + tys[tq_i] * h)
                     with m.If(started):
                         m.d.sync += [rq.eq(Mux(tq_i == n - 1, 3, 1)), tq_i.eq(tq_i + 1)]
-        # vector unit output into the activation buffer
-        m.d.comb += [vu.o_stream.ready.eq(1)]
+        m.d.comb += vu.o_stream.ready.eq(1)
         emb_take = vu.o_stream.valid
-        # ------------------------------------------------------------------ LOAD / RUN
-        in_load, in_run = phase == LOAD, phase == RUN
-        gq = sp.groups
-        tw = sp.acc_width * sp.p
+        with m.If(l_embed & (a_ptr == n * h - 1) & emb_take):
+            m.d.comb += fin.eq(1)
+
+        # ------------------------------------------------------------------ layer: load, then the command
+        loading = sig(1, "loading")
+        m.d.comb += loading.eq(in_layer & on & ~lrun & ~done)
         m.d.comb += [enc.t_stream.payload.addr.eq(cc), enc.t_stream.payload.t.eq(rec[:tw]),
                      enc.t_stream.payload.pol.eq(rec[tw: tw + sp.p]), enc.t_stream.payload.last.eq(cc == gq - 1)]
-        vcc = Signal(range(2 * h + 1))
+        vcc = sig(range(2 * h + 1), "vcc")
         m.d.comb += vcc.eq(cc - gq)
         m.d.comb += [enc.p_stream.payload.table.eq(vcc >= h), enc.p_stream.payload.addr.eq(Mux(vcc >= h, vcc - h, vcc)),
                      enc.p_stream.payload.scale.eq(field("vec", 0).as_signed()),
                      enc.p_stream.payload.bias.eq(field("vec", 1).as_signed()),
                      enc.p_stream.payload.gamma.eq(field("vec", 2).as_signed()),
                      enc.p_stream.payload.beta.eq(field("vec", 3).as_signed())]
-        replay = _Copy(m, "replay", n, mt, h, h, enc.i_stream.ready)
+        replay = _Copy(m, f"l{e}_replay", n, mt, h, h, enc.i_stream.ready)
         m.d.comb += [a_rd.addr.eq(replay.lin), a_rd.en.eq(replay.advance),
                      enc.i_stream.valid.eq(replay.b_valid), enc.i_stream.payload.x.eq(a_rd.data),
                      enc.i_stream.payload.last.eq(replay.b_last)]
         loads_done = cc == gq + 2 * h
-        with m.If(in_load):
+        with m.If(loading):
             with m.If(cc < gq):
                 m.d.comb += [enc.t_stream.valid.eq(rec_valid), rec_take.eq(enc.t_stream.ready)]
                 with m.If(rec_valid & enc.t_stream.ready):
@@ -401,55 +584,63 @@ class Accelerator(wiring.Component):
             with m.Switch(rq):
                 with m.Case(0):
                     go(lbase + lay["thr"], gq * lay["wpr_thr"], lay["wpr_thr"])
+                    m.d.comb += replay.start.eq(started)
                     with m.If(started):
                         m.d.sync += rq.eq(1)
                 with m.Case(1):
                     go(lbase + lay["vec"], 2 * h * lay["wpr_vec"], lay["wpr_vec"])
                     with m.If(started):
                         m.d.sync += rq.eq(2)
-        m.d.comb += [enc.c_stream.valid.eq(in_load & loads_done & ~replay.busy & (rq == 2)),
+        m.d.comb += [enc.c_stream.valid.eq(loading & loads_done & ~replay.busy & (rq == 2)),
                      enc.c_stream.payload.tokens.eq(n), enc.c_stream.payload.keys.eq(cmd.length),
                      enc.c_stream.payload.base.eq(lbase + lay["image"])]
         eo = enc.o_stream
-        x0 = Signal(h)
+        x0 = sig(h, "x0")               # token 0's output bits (shifted in, channel 0 first)
         m.d.comb += eo.ready.eq(1)
-        run_take = eo.valid & in_run
-        with m.If(run_take):
-            with m.If(a_ptr < h):
-                m.d.sync += x0.bit_select(a_ptr[:bits_for(h - 1)], 1).eq(eo.payload.bit)
-        m.d.comb += [a_wr.addr.eq(a_ptr), a_wr.en.eq(Mux(in_run, run_take, emb_take & in_embed)),
-                     a_wr.data.eq(Mux(in_run, eo.payload.y, vu.o_stream.payload.y))]
+        run_take = eo.valid & in_layer & lrun
+        with m.If(run_take & (a_ptr < h)):
+            m.d.sync += x0.eq(Cat(x0[1:], eo.payload.bit)) if h > 1 else x0.eq(eo.payload.bit)
+        m.d.comb += [a_wr.addr.eq(a_ptr), a_wr.en.eq(Mux(in_layer, run_take, emb_take & l_embed)),
+                     a_wr.data.eq(Mux(in_layer, eo.payload.y, vu.o_stream.payload.y))]
         with m.If(a_wr.en):
             m.d.sync += a_ptr.eq(a_ptr + 1)
+        with m.If(enc.c_stream.valid & enc.c_stream.ready):
+            m.d.sync += [lrun.eq(1), a_ptr.eq(0)]
+        with m.If(run_take & eo.payload.final):
+            m.d.comb += fin.eq(1)
+            m.d.sync += lrun.eq(0)
+        enc_run_d = sig(1, "enc_run_d")
+        m.d.sync += enc_run_d.eq(enc.running)
+        enc_fin = enc_run_d & ~enc.running
 
         # ------------------------------------------------------------------ HEAD
-        in_head = phase == HEAD
-        nt = sp.tanh_len
-        ib = bits_for(nt - 1)
-        idx = Array(Signal(ib, name=f"idx{i}") for i in range(h))
-        pv = Array(Signal(signed(f["pooler"].bits), name=f"p{i}") for i in range(h))
+        l_head = in_head & on
+        # the head's H-entry tables are memories (asynchronous read): tanh indices and pooler outputs
+        m.submodules[f"idx{e}" if E > 1 else "idx"] = idx_mem = Memory(shape=unsigned(ib), depth=h, init=[])
+        m.submodules[f"pv{e}" if E > 1 else "pv"] = pv_mem = Memory(shape=signed(f["pooler"].bits), depth=h, init=[])
+        idx_w, idx_r = idx_mem.write_port(), idx_mem.read_port(domain="comb")
+        pv_w, pv_r = pv_mem.write_port(), pv_mem.read_port(domain="comb")
         acc_w = f["pooler"].bits + f["classifier_weight"].bits + bits_for(h) + 1
-        cacc = Array(Signal(signed(acc_w), name=f"cacc{i}") for i in range(L))
-        logit = Array(Signal(signed(f["logits"].bits), name=f"logit{i}") for i in range(L))
-        tot_w = f["ensemble_weight"].bits + f["logits"].bits + bits_for(M) + 1
-        tot = Array(Signal(signed(tot_w), name=f"tot{i}") for i in range(L))
-        hstate = Signal(range(6))    # 0 pooler, 1 tanh, 2 classifier, 3 bias, 4 ensemble weight
-        hl = Signal(range(L + 1))
-        hk = Signal(range(h + 1))
-        # pooler: popcount of the XNOR of token 0's bits with row c
+        cacc = Array(sig(signed(acc_w), f"cacc{i}") for i in range(L))
+        logit = Array(sig(signed(f["logits"].bits), f"logit{i}") for i in range(L))
+        ew = sig(signed(f["ensemble_weight"].bits), "ew")
+        hstate = sig(range(6), "hstate")    # 0 pooler, 1 tanh, 2 classifier, 3 bias, 4 ensemble weight, 5 done
+        hl = sig(range(L + 1), "hl")
+        hk = sig(range(h + 1), "hk")
+        # pooler: popcount of the XNOR of token 0's bits with row c (a balanced adder tree)
         wbits = field("pooler", 0)
-        agree = Signal(h)
+        agree = sig(h, "agree")
         m.d.comb += agree.eq(~(wbits ^ x0))
-        pc = Signal(range(h + 1))
-        m.d.comb += pc.eq(sum(agree[i] for i in range(h)))
+        pc = sig(range(h + 1), "pc")
+        m.d.comb += pc.eq(_tree_sum([agree[i] for i in range(h)]))
         pscale = field("pooler", 1).as_signed()
         pbias = field("pooler", 2).as_signed()
-        py = Signal(signed(f["residual"].bits))
-        dot = Signal(signed(bits_for(h) + 2))
+        py = sig(signed(f["residual"].bits), "py")
+        dot = sig(signed(bits_for(h) + 2), "dot")
         m.d.comb += dot.eq(2 * pc - h)
         _fit(m, py, _align([(pscale * dot, fs), (pbias, f["bias"].frac)], fr), f["residual"])
-        pidx = Signal(ib)
-        rel = Signal(signed(f["residual"].bits + 2))
+        pidx = sig(ib, "pidx")
+        rel = sig(signed(f["residual"].bits + 2), "rel")
         m.d.comb += rel.eq(py - sp.tanh_c0)
         with m.If(rel < 0):
             m.d.comb += pidx.eq(0)
@@ -457,25 +648,27 @@ class Accelerator(wiring.Component):
             m.d.comb += pidx.eq(nt - 1)
         with m.Else():
             m.d.comb += pidx.eq(rel)
-        fl, fp, fcw, fens = f["logits"].frac, f["pooler"].frac, f["classifier_weight"].frac, f["ensemble_weight"].frac
-        bsum = Signal(signed(f["logits"].bits))
+        bsum = sig(signed(f["logits"].bits), "bsum")
         _fit(m, bsum, _align([(cacc[hl], fp + fcw), (code(f["logits"].bits), fl)], fl), f["logits"])
-        ew = code(f["ensemble_weight"].bits)
-        with m.If(in_head):
+        m.d.comb += [idx_w.addr.eq(cc), idx_w.data.eq(pidx), idx_r.addr.eq(tq_i),
+                     pv_w.addr.eq(cc), pv_w.data.eq(code(f["pooler"].bits)), pv_r.addr.eq(hk)]
+        with m.If(l_head):
             m.d.comb += rec_take.eq(1)
             with m.If(rec_valid):
                 with m.Switch(hstate):
                     with m.Case(0):
-                        m.d.sync += [idx[cc].eq(pidx), cc.eq(cc + 1)]
+                        m.d.comb += idx_w.en.eq(1)
+                        m.d.sync += cc.eq(cc + 1)
                         with m.If(cc == h - 1):
                             m.d.sync += [hstate.eq(1), cc.eq(0)]
                     with m.Case(1):
-                        m.d.sync += [pv[cc].eq(code(f["pooler"].bits)), cc.eq(cc + 1)]
+                        m.d.comb += pv_w.en.eq(1)
+                        m.d.sync += cc.eq(cc + 1)
                         with m.If(cc == h - 1):
                             m.d.sync += [hstate.eq(2), hl.eq(0), hk.eq(0)]
                             m.d.sync += [cacc[i].eq(0) for i in range(L)]
                     with m.Case(2):
-                        m.d.sync += cacc[hl].eq(cacc[hl] + pv[hk] * code(f["classifier_weight"].bits))
+                        m.d.sync += cacc[hl].eq(cacc[hl] + pv_r.data * code(f["classifier_weight"].bits))
                         with m.If(hk == h - 1):
                             m.d.sync += [hk.eq(0), hl.eq(hl + 1)]
                             with m.If(hl == L - 1):
@@ -487,8 +680,7 @@ class Accelerator(wiring.Component):
                         with m.If(hl == L - 1):
                             m.d.sync += [hstate.eq(4), hl.eq(0)]
                     with m.Case(4):
-                        m.d.sync += [tot[i].eq(tot[i] + ew * logit[i]) for i in range(L)]
-                        m.d.sync += hstate.eq(5)
+                        m.d.sync += [ew.eq(code(f["ensemble_weight"].bits)), hstate.eq(5)]
             with m.Switch(rq):
                 with m.Case(0):
                     go(mbase + lay["pooler"], h * lay["wpr_pooler"], lay["wpr_pooler"])
@@ -496,7 +688,7 @@ class Accelerator(wiring.Component):
                         m.d.sync += [rq.eq(1), tq_i.eq(0)]
                 with m.Case(1):
                     with m.If(hstate != 0):
-                        go(lay["tanh"] + idx[tq_i], 1, 1)
+                        go(lay["tanh"] + idx_r.data, 1, 1)
                         with m.If(started):
                             m.d.sync += tq_i.eq(tq_i + 1)
                             with m.If(tq_i == h - 1):
@@ -510,99 +702,30 @@ class Accelerator(wiring.Component):
                     with m.If(started):
                         m.d.sync += rq.eq(4)
                 with m.Case(4):
-                    go(lay["ensemble"] + mi, 1, 1)
+                    go(lay["ensemble"] + me, 1, 1)
                     with m.If(started):
                         m.d.sync += rq.eq(5)
+            with m.If(hstate == 5):
+                m.d.comb += fin.eq(1)
 
-        # ------------------------------------------------------------------ outputs
-        ol = Signal(range(L + 1))
-        comb = Array(Signal(signed(f["logits"].bits), name=f"comb{i}") for i in range(L))
-        pred = Signal(range(max(L, 2)))
-        o = self.o_stream
-        m.d.comb += [o.payload.label.eq(ol), o.payload.member.eq(Mux(phase == COMB, M, mi)), o.payload.pred.eq(pred),
-                     o.payload.logit.eq(Mux(phase == COMB, comb[ol], logit[ol])),
-                     o.payload.last.eq((phase == COMB) & (ol == L - 1)),
-                     o.valid.eq((phase == OUT) | (phase == COMB))]
-        # combined logits and argmax (from the totals, combinational)
-        comb_vals = []
-        for i in range(L):
-            cv = Signal(signed(f["logits"].bits), name=f"combv{i}")
-            _fit(m, cv, _align([(tot[i], fens + fl)], fl), f["logits"])
-            comb_vals.append(cv)
-        best, besti = comb_vals[0], Const(0, range(max(L, 2)))
-        for i in range(1, L):
-            better = comb_vals[i] > best
-            best = Mux(better, comb_vals[i], best)
-            besti = Mux(better, i, besti)
+        def reset():
+            # after the sequencer's statements: a phase change wins over the lane's own updates
+            with m.If(entering):
+                m.d.sync += [rq.eq(0), cc.eq(0), tq_i.eq(0), cstate.eq(0), hstate.eq(0), a_ptr.eq(0), done.eq(0)]
+            with m.Elif(fin):
+                m.d.sync += done.eq(1)
 
-        # ------------------------------------------------------------------ the sequence
-        def enter(ph):
-            m.d.sync += [phase.eq(ph), rq.eq(0), cc.eq(0), tq_i.eq(0), cstate.eq(0), hstate.eq(0)]
+        return dict(on=on, done=done, fin=fin, loading=loading, enc=enc, enc_fin=enc_fin, pop=pop, logit=logit,
+                    ew=ew, req_valid=req_valid, req_addr=req_addr, req_ready=req_ready, rsp_valid=rsp_valid,
+                    rsp_data=rsp_data, rsp_ready=rsp_ready, reset=reset)
 
-        with m.If(accept):
-            m.d.sync += [cmd.eq(self.c_stream.payload), mi.eq(0), a_ptr.eq(0)]
-            m.d.sync += [tot[i].eq(0) for i in range(L)]
-            enter(EMBED)
-        with m.If(in_embed & (a_ptr == n * h - 1) & emb_take):
-            enter(LOAD)
-            m.d.sync += li.eq(0)
-        with m.If(in_load):
-            with m.If(rq == 0):
-                m.d.comb += replay.start.eq(started)
-            with m.If(enc.c_stream.valid & enc.c_stream.ready):
-                m.d.sync += [phase.eq(RUN), a_ptr.eq(0)]
-        with m.If(run_take & eo.payload.final):
-            with m.If(li == sp.layers - 1):
-                enter(HEAD)
-            with m.Else():
-                enter(LOAD)
-                m.d.sync += li.eq(li + 1)
-        with m.If(in_head & (hstate == 5)):
-            m.d.sync += [phase.eq(OUT), ol.eq(0)]
-        with m.If((phase == OUT) & o.ready):
-            m.d.sync += ol.eq(ol + 1)
-            with m.If(ol == L - 1):
-                m.d.sync += ol.eq(0)
-                with m.If(mi == M - 1):
-                    m.d.sync += [phase.eq(COMB), pred.eq(besti)]
-                    m.d.sync += [comb[i].eq(comb_vals[i]) for i in range(L)]
-                with m.Else():
-                    m.d.sync += [mi.eq(mi + 1), a_ptr.eq(0)]
-                    enter(EMBED)
-        with m.If((phase == COMB) & o.ready):
-            m.d.sync += ol.eq(ol + 1)
-            with m.If(ol == L - 1):
-                m.d.sync += phase.eq(DONE)
-        with m.If(phase == DONE):
-            m.d.sync += phase.eq(IDLE)
 
-        # ------------------------------------------------------------------ counters
-        enc_run_d = Signal()
-        m.d.sync += enc_run_d.eq(enc.running)
-        enc_fin = enc_run_d & ~enc.running
-        with m.If(accept):
-            m.d.sync += [getattr(ctr, k).eq(0) for k in self.COUNTERS]
-        with m.Else():
-            with m.If((phase != IDLE) & (phase != DONE)):
-                m.d.sync += ctr.cycles.eq(ctr.cycles + 1)
-                with m.If(in_embed):
-                    m.d.sync += ctr.embed.eq(ctr.embed + 1)
-                with m.If(in_load):
-                    m.d.sync += ctr.load.eq(ctr.load + 1)
-                with m.If(in_load | in_run):
-                    for i in range(sp.layers):
-                        with m.If(li == i):
-                            m.d.sync += getattr(ctr, f"layer{i}").eq(getattr(ctr, f"layer{i}") + 1)
-                with m.If(in_head | (phase == OUT) | (phase == COMB)):
-                    m.d.sync += ctr.head.eq(ctr.head + 1)
-            with m.If(enc_fin):
-                m.d.sync += [getattr(ctr, k).eq(getattr(ctr, k) + getattr(enc.counters, k))
-                             for k in ("busy", "stall_weights", "stall_output", "vector_beats")]
-            with m.If(o.valid & ~o.ready):
-                m.d.sync += ctr.out_wait.eq(ctr.out_wait + 1)
-            with m.If(pop):
-                m.d.sync += ctr.param_words.eq(ctr.param_words + 1)
-        return m
+def _tree_sum(terms):
+    """A balanced adder tree over Amaranth values (a chain of adds is ``len(terms)`` deep)."""
+    terms = list(terms)
+    while len(terms) > 1:
+        terms = [terms[i] + terms[i + 1] if i + 1 < len(terms) else terms[i] for i in range(0, len(terms), 2)]
+    return terms[0]
 
 
 # ---- plain-integer encoders for testbenches and hosts

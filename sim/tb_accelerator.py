@@ -48,10 +48,13 @@ QUEUE_DEPTH = 64
 
 def queue_depth(dut) -> int:
     """Reads the memory model must hold in flight: the layer engines' fetch units keep ``fetch_depth``
-    tiles of ``ceil(P*S / word_bits)`` words requested, the parameter reader ``reader_depth`` words; a power
-    of two with a 2x margin (an overflow sets ``mem_error``)."""
+    tiles of ``ceil(P*S / word_bits)`` words requested, the parameter reader ``reader_depth`` words (with
+    several lanes, the arbiter's ``tag_depth``); a power of two with a 2x margin (an overflow sets
+    ``mem_error``)."""
     sp = dut.spec
     need = max(dut._fetch_depth * -(-sp.p * sp.s // sp.word_bits), dut._reader_depth)
+    if dut.lanes > 1:            # the shared port's tag FIFO bounds the reads in flight
+        need = dut._tag_depth
     return max(QUEUE_DEPTH, 1 << (2 * need - 1).bit_length())
 
 
@@ -169,11 +172,11 @@ def _deep(fn):
     return box["out"]
 
 
-def build_name(spec, max_tokens: int, addr_width: int) -> str:
+def build_name(spec, max_tokens: int, addr_width: int, lanes: int = 1) -> str:
     """Build folder name: the dimensions, the tiles and a hash of everything baked into the RTL."""
-    key = repr((spec, max_tokens, addr_width)).encode()
+    key = repr((spec, max_tokens, addr_width) + ((lanes,) if lanes > 1 else ())).encode()
     return (f"accel__H{spec.hidden}_A{spec.heads}_F{spec.ffn}_L{spec.layers}_M{spec.members}_P{spec.p}_S{spec.s}"
-            f"_W{spec.word_bits}_T{max_tokens}_{hashlib.sha1(key).hexdigest()[:8]}")
+            f"_W{spec.word_bits}_T{max_tokens}{f'_E{lanes}' if lanes > 1 else ''}_{hashlib.sha1(key).hexdigest()[:8]}")
 
 
 def build_accelerator(dut, *, waves: bool | str = False):
@@ -190,7 +193,7 @@ def build_accelerator(dut, *, waves: bool | str = False):
     from .runner import SimBuild
 
     toolchain.apply_tool_env()
-    name = build_name(dut.spec, dut.max_tokens, dut._addr_width)
+    name = build_name(dut.spec, dut.max_tokens, dut._addr_width, dut.lanes)
     kind = "fst" if waves is True else (waves or None)
     if kind not in (None, "fst", "vcd"):
         raise ValueError(f"waves must be 'fst', 'vcd' or False, not {waves!r}")
@@ -240,7 +243,7 @@ def image_file(model, spec, cache=None) -> Path:
 
 # --------------------------------------------------------------------------- cocotb side
 
-def _counter_checks(spec, lay, c: dict, n: int, measured: int, reads: int) -> list[str]:
+def _counter_checks(spec, lay, c: dict, n: int, measured: int, reads: int, lanes: int = 1) -> list[str]:
     """Consistency of the performance counters of one inference; returns the failures."""
     h, f, p, s, M, L = spec.hidden, spec.ffn, spec.p, spec.s, spec.members, spec.layers
     bad = []
@@ -254,7 +257,7 @@ def _counter_checks(spec, lay, c: dict, n: int, measured: int, reads: int) -> li
                      + -(-h // p) * -(-f // s))
     need(c["busy"] == M * L * per_layer, f"busy {c['busy']} != {M * L * per_layer}")
     need(c["vector_beats"] == M * L * 2 * n * h, f"vector_beats {c['vector_beats']} != {M * L * 2 * n * h}")
-    need(c["busy"] + c["stall_weights"] + c["stall_output"] <= c["cycles"], "busy + stalls > cycles")
+    need(c["busy"] + c["stall_weights"] + c["stall_output"] <= lanes * c["cycles"], "busy + stalls > lanes x cycles")
     need(c["load"] <= sum(c[f"layer{i}"] for i in range(L)), "load > layers")
     words = M * (h * lay["wpr_emb_ln"] + n * (lay["wpr_word"] + 2 * h)
                  + L * (spec.groups * lay["wpr_thr"] + 2 * h * lay["wpr_vec"])
@@ -324,7 +327,7 @@ async def inference(dut):
     cfg = load_config(strict=True, check_cycles=False, latency=8, bits_per_cycle=12.8)
     model = load_int_model(cfg["model"])
     spec = AccelSpec.from_int_model(model, cfg["p"], cfg["s"], cfg["word_bits"])
-    acc = Accelerator(spec, max_tokens=cfg["max_tokens"], addr_width=cfg["addr_width"])
+    acc = Accelerator(spec, lanes=cfg.get("lanes", 1), max_tokens=cfg["max_tokens"], addr_width=cfg["addr_width"])
     acc._MustUse__used = True
     codec, lay = acc.codec, acc.layout
     rng = random.Random(cfg["seed"])
@@ -397,7 +400,7 @@ async def inference(dut):
         got = [{k: o[k] for k in wb} for o, wb in zip(outs, want_beats)]
         mismatches = [(i, w, g) for i, (w, g) in enumerate(zip(want_beats, got)) if w != g]
         measured = final - accept
-        bad = _counter_checks(spec, lay, counters, n, measured, reads)
+        bad = _counter_checks(spec, lay, counters, n, measured, reads, acc.lanes)
         stall = job.get("stall", 0.0)
         if stall == 0 and counters["out_wait"] != 0:
             bad.append(f"out_wait {counters['out_wait']} without backpressure")

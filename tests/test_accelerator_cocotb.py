@@ -1,6 +1,7 @@
 """The whole W1A1 accelerator in Verilator through cocotb (marker: verilator): a tiny exported model and a
-random model of another shape, random sentences (lengths, token types, padding after the real tokens),
-output backpressure, back-to-back sequences, a reset during an inference, counters, the checker self-test."""
+random model of another shape on two ensemble lanes (3 members: a full round, then one lane alone), random
+sentences (lengths, token types, padding after the real tokens), output backpressure, back-to-back sequences,
+a reset during an inference, counters, the checker self-test."""
 
 from __future__ import annotations
 
@@ -20,6 +21,8 @@ MODELS = {
     "other": (dict(vocab_size=60, hidden_size=48, num_layers=1, num_heads=3, ffn_size=80, max_len=6, num_labels=3),
               ((31, 0.5), (32, 0.3), (33, 0.2)), 4, 32, 16, 6),
 }
+#: ensemble-parallel lanes per model (default 1)
+LANES = {"other": 2}
 
 
 def make_model(kind: str, path) -> str:
@@ -57,14 +60,15 @@ class Bench:
         self.model = load_int_model(self.path)
         self.spec = AccelSpec.from_int_model(self.model, p, s, wb)
         self.max_tokens = mt
-        self.dut = Accelerator(self.spec, max_tokens=mt, addr_width=16)
+        self.lanes = LANES.get(kind, 1)
+        self.dut = Accelerator(self.spec, lanes=self.lanes, max_tokens=mt, addr_width=16)
         self.sim = build_accelerator(self.dut)
         self.image = str(image_file(self.model, self.spec, folder))
 
     def run(self, jobs, name="r", **kw):
         report = self.folder / f"{name}.json"
         cfg = dict(model=self.path, p=self.spec.p, s=self.spec.s, word_bits=self.spec.word_bits,
-                   max_tokens=self.max_tokens, addr_width=16, image=self.image, jobs=jobs, report=str(report), **kw)
+                   max_tokens=self.max_tokens, addr_width=16, lanes=self.lanes, image=self.image, jobs=jobs, report=str(report), **kw)
         try:
             run_testbench(self.sim, "bebert.sim.tb_accelerator", "inference", cfg)
         finally:
@@ -141,7 +145,8 @@ def test_tiny_reset_in_the_middle(tiny):
 
 def test_other_shape(other):
     """A random model of another shape (H=48, 3 heads, F=80, one layer, three members, three labels, P x S =
-    4 x 32, 16-bit words): back to back with backpressure, counters, cycles against the estimate."""
+    4 x 32, 16-bit words) on two lanes sharing the memory port (members 0 and 1 together, then member 2
+    alone): back to back with backpressure, counters, cycles against the estimate."""
     rng = np.random.default_rng(13)
     jobs = other.jobs(rng, 4)
     jobs[1].update(stall=0.5)

@@ -65,7 +65,8 @@ def run(dut, words, timing_args, jobs, *, reset_after=None, seed=0, limit=200_00
     top.domains.sync = cd = ClockDomain("sync")
     top.submodules.dut = dut
     results = [dict(out=[]) for _ in jobs]
-    accepts, finals, layer_in = [], [], [[]]
+    accepts, finals = [], []
+    layer_in = [[[]] for _ in dut.encs]      # per lane, per layer command
     state = dict(cycle=0, done=False, reset=False)
 
     async def driver(ctx):
@@ -119,10 +120,10 @@ def run(dut, words, timing_args, jobs, *, reset_after=None, seed=0, limit=200_00
 
     async def watcher(ctx):
         cycle = 0
-        ei = dut.enc.i_stream
-        async for (_, rst, cv, cr, ov, orr, op, iv, ir, ip) in ctx.tick().sample(
+        lane_in = [(e.i_stream.valid, e.i_stream.ready, e.i_stream.payload.as_value()) for e in dut.encs]
+        async for (_, rst, cv, cr, ov, orr, op, *li) in ctx.tick().sample(
                 dut.c_stream.valid, dut.c_stream.ready, dut.o_stream.valid, dut.o_stream.ready,
-                dut.o_stream.payload.as_value(), ei.valid, ei.ready, ei.payload.as_value()):
+                dut.o_stream.payload.as_value(), *[s for t in lane_in for s in t]):
             cycle += 1
             assert cycle < limit, f"the jobs did not finish in {limit} cycles: {[len(r['out']) for r in results]}"
             if rst:
@@ -131,11 +132,12 @@ def run(dut, words, timing_args, jobs, *, reset_after=None, seed=0, limit=200_00
                 accepts.append(cycle)
             if ov and orr and codec.output(op)["last"]:
                 finals.append(cycle)
-            if iv and ir:
-                x = ip & 0xFFFF
-                layer_in[-1].append(x - (1 << 16) if x >> 15 else x)
-                if (ip >> 16) & 1:
-                    layer_in.append([])
+            for lane, (iv, ir, ip) in enumerate(zip(li[0::3], li[1::3], li[2::3])):
+                if iv and ir:
+                    x = ip & 0xFFFF
+                    layer_in[lane][-1].append(x - (1 << 16) if x >> 15 else x)
+                    if (ip >> 16) & 1:
+                        layer_in[lane].append([])
 
     sim = Simulator(top)
     sim.add_clock(1e-8, domain="sync")
@@ -177,7 +179,7 @@ def check_counters(dut, res, n):
                      + -(-h // p) * -(-f // s))
     assert c["busy"] == MEMBERS * LAYERS * per_layer, c
     assert c["vector_beats"] == MEMBERS * LAYERS * 2 * n * h, c
-    assert c["busy"] + c["stall_weights"] + c["stall_output"] <= c["cycles"], c
+    assert c["busy"] + c["stall_weights"] + c["stall_output"] <= dut.lanes * c["cycles"], c
     lay = dut.layout
     words = MEMBERS * (h * lay["wpr_emb_ln"] + n * (lay["wpr_word"] + 2 * h)
                        + LAYERS * (sp.groups * lay["wpr_thr"] + 2 * h * lay["wpr_vec"])
@@ -199,8 +201,9 @@ def check_cycles(dut, res, n, bw, latency):
     return want
 
 
-def _layer_inputs_ok(model, job, layer_in):
-    """The encoder layer's inputs (member-major, layer-major) against the golden model's taps."""
+def _layer_inputs_ok(model, job, layer_in, lanes=1):
+    """The encoder layers' inputs (per lane: its members in turn, layer-major) against the golden model's
+    taps."""
     from bebert.golden.infer import GoldenModel
 
     n, length = len(job["ids"]), job["length"]
@@ -208,31 +211,32 @@ def _layer_inputs_ok(model, job, layer_in):
                                       taps=True).taps
     for mm in range(MEMBERS):
         for li in range(LAYERS):
-            got = np.array(layer_in[mm * LAYERS + li]).reshape(n, HIDDEN)[:length]
+            got = np.array(layer_in[mm % lanes][(mm // lanes) * LAYERS + li]).reshape(n, HIDDEN)[:length]
             name = f"m{mm}.emb.ln" if li == 0 else f"m{mm}.l{li - 1}.ffn_ln"
             assert (got == taps[name][0]).all(), (mm, li)
 
 
-def test_inference_back_to_back(tiny):
+@pytest.mark.parametrize("lanes", [1, 2])
+def test_inference_back_to_back(tiny, lanes):
     """Three sequences back to back (random lengths and types; the second padded after its real tokens, with
-    output backpressure) on a memory of random latency and bandwidth: every member's logits, the combined
-    logits and the prediction exact; the layer inputs against the golden taps; counters; cycles against the
+    output backpressure) on a memory of random latency and bandwidth, with one lane (members in turn) and
+    two (both members at once on the shared memory port): every member's logits, the combined logits and the
+    prediction exact; every lane's layer inputs against the golden taps; counters; cycles against the
     estimate (jobs without backpressure)."""
     from bebert.hw.accelerator import Accelerator
 
     model, spec, words, _ = tiny
     rng = np.random.default_rng(2)
     latency, bw = int(rng.integers(3, 12)), float(rng.uniform(12.0, 32.0))
-    dut = Accelerator(spec, max_tokens=MAX_LEN, addr_width=16)
+    dut = Accelerator(spec, lanes=lanes, max_tokens=MAX_LEN, addr_width=16)
     jobs = [random_sequence(rng, spec), dict(random_sequence(rng, spec, pad=True), stall=0.4),
             random_sequence(rng, spec)]
     results, layer_in = run(dut, words, (latency, bw, WORD), jobs, seed=4)
-    at = 0
-    for job, res in zip(jobs, results):
+    per_lane = -(-MEMBERS // lanes) * LAYERS
+    for j, (job, res) in enumerate(zip(jobs, results)):
         n = len(job["ids"])
         check(dut, model, job, res)
-        _layer_inputs_ok(model, job, layer_in[at: at + MEMBERS * LAYERS])
-        at += MEMBERS * LAYERS
+        _layer_inputs_ok(model, job, [lane[j * per_lane:(j + 1) * per_lane] for lane in layer_in], lanes)
         check_counters(dut, res, n)
         if job.get("stall"):
             assert res["counters"]["out_wait"] > 0
