@@ -245,7 +245,8 @@ OVERHEAD = {"embed": -12, "load": 6, "run": 1, "head": 11, "combine": 1}
 
 def expected_cycles(spec: AccelSpec, n: int, bits_per_cycle: float, latency: int, *, kb: int = 4,
                     pe_latency: int = 4, fetch_depth: int = 2, stats_cycles: int = 80, vector_latency: int = 13,
-                    attn_latency: int = 8, reader_depth: int = 16, lanes: int = 1, detail: bool = False):
+                    attn_latency: int = 8, reader_depth: int = 16, lanes: int = 1, prefetch: bool = False,
+                    detail: bool = False):
     """Cycles of one inference (command acceptance to the last output transfer), always-ready output.
 
     The parameter reader streams words at ``pace = max(word_bits / bits_per_cycle, (latency + 3) /
@@ -265,7 +266,8 @@ def expected_cycles(spec: AccelSpec, n: int, bits_per_cycle: float, latency: int
     and the ``L`` combined output beats. With ``lanes = E > 1``, the members run in ``ceil(M/E)`` rounds of up
     to ``E`` lanes in lockstep (a phase ends when every busy lane has finished it); the ``k`` busy lanes of a
     round share the memory port, modelled as each lane seeing ``bits_per_cycle / k``, and a round's
-    phases cost one member's at that bandwidth (its ``k`` output blocks of ``L`` beats each).
+    phases cost one member's at that bandwidth (its ``k`` output blocks of ``L`` beats each). ``prefetch``:
+    the layers run behind the lanes' weight prefetch (the encoder model's ``prefetch=True``).
     ``stats_cycles`` is the statistics engine's worst case, so the estimate is an upper bound by up to
     ``norm_steps`` per LayerNorm (measured: 1.5% to 5% over in total,
     ``docs/hw-engine.md``). ``detail=True`` returns ``total`` and the hardware's phase counters summed over
@@ -279,7 +281,7 @@ def expected_cycles(spec: AccelSpec, n: int, bits_per_cycle: float, latency: int
     for k in rounds:
         one = _member_cycles(spec, lay, n, bits_per_cycle / k, latency, kb=kb, pe_latency=pe_latency,
                              fetch_depth=fetch_depth, stats_cycles=stats_cycles, vector_latency=vector_latency,
-                             attn_latency=attn_latency, reader_depth=reader_depth)
+                             attn_latency=attn_latency, reader_depth=reader_depth, prefetch=prefetch)
         res["embed"] += one["embed"]
         res["head"] += one["head"] + (k - 1) * spec.labels
         for li in range(spec.layers):
@@ -292,7 +294,7 @@ def expected_cycles(spec: AccelSpec, n: int, bits_per_cycle: float, latency: int
 
 
 def _member_cycles(spec, lay, n, bits_per_cycle, latency, *, kb, pe_latency, fetch_depth, stats_cycles,
-                   vector_latency, attn_latency, reader_depth) -> dict:
+                   vector_latency, attn_latency, reader_depth, prefetch) -> dict:
     """One member's ``embed``, ``layer`` (each), ``load`` (each layer's) and ``head`` cycles, rounded up."""
     h, iv = spec.hidden, spec.word_bits / bits_per_cycle
     pace = max(iv, (latency + 3) / reader_depth)
@@ -317,7 +319,7 @@ def _member_cycles(spec, lay, n, bits_per_cycle, latency, *, kb, pe_latency, fet
     run = _enc.expected_cycles(n, h, spec.heads, spec.ffn, spec.p, spec.s, bits_per_cycle, latency,
                                word_bits=spec.word_bits, kb=kb, pe_latency=pe_latency, fetch_depth=fetch_depth,
                                stats_cycles=stats_cycles, vector_latency=vector_latency,
-                               attn_latency=attn_latency) + OVERHEAD["run"]
+                               attn_latency=attn_latency, prefetch=prefetch) + OVERHEAD["run"]
     load = max(stream(spec.groups * lay["wpr_thr"] + 2 * h * lay["wpr_vec"]), n * h) + OVERHEAD["load"]
     lab = spec.labels
     head = (stream(h * lay["wpr_pooler"]) + latency + 2 + (h - 1) * max(pace, 2) + (lab * h + lab + 1) * pace

@@ -195,9 +195,17 @@ def encoder_layer(tensors, layer: int, heads: int, residual, fmts: VectorFormats
 def expected_cycles(n: int, hidden: int, heads: int, ffn: int, p: int, s: int, bits_per_cycle: float,
                     latency: int, *, word_bits: int = 16, kb: int = 4, pe_latency: int = 4, fetch_depth: int = 2,
                     stats_cycles: int = 80, vector_latency: int = 13, attn_latency: int = 8,
-                    detail: bool = False):
+                    prefetch: bool = False, detail: bool = False):
     """Cycles of one :class:`~bebert.hw.encoder.EncoderLayer` command (acceptance to the last output
     transfer) with an always-ready output, and per op (the hardware's per-op counters).
+
+    ``prefetch=True`` models the layer behind a :class:`~bebert.hw.prefetch.WordPrefetch` deep enough never
+    to fill: the memory streams the layer's weight image without a break from the command on (word ``w``
+    arrives at ``latency + 2 + w * word_bits / bits_per_cycle``), and each op takes
+    ``max(previous op's end + its cycles with the weights already there, arrival of its last weight word +
+    its tail)``, the ops' cycles taken at one word per cycle and latency 2 (the FIFO), the tail being the
+    op's last group and, for the two linear + vector ops, the vector unit's passes after it. ``detail``
+    then gives each op's end time.
 
     The ops run one after the other (the sequencer of ``docs/hw-engine.md``); per op:
 
@@ -223,6 +231,10 @@ def expected_cycles(n: int, hidden: int, heads: int, ffn: int, p: int, s: int, b
     """
     for name, v in (("n", n), ("hidden", hidden), ("heads", heads), ("ffn", ffn), ("kb", kb)):
         _pos(name, v)
+    if prefetch:
+        return _prefetched(n, hidden, heads, ffn, p, s, bits_per_cycle, latency, word_bits=word_bits, kb=kb,
+                           pe_latency=pe_latency, fetch_depth=fetch_depth, stats_cycles=stats_cycles,
+                           vector_latency=vector_latency, attn_latency=attn_latency, detail=detail)
     lin = dict(word_bits=word_bits, pe_latency=pe_latency, fetch_depth=fetch_depth)
     vec = dict(lin, stats_cycles=stats_cycles, vector_latency=vector_latency)
     fh, ff = -(-hidden // s), -(-ffn // s)
@@ -241,4 +253,40 @@ def expected_cycles(n: int, hidden: int, heads: int, ffn: int, p: int, s: int, b
     total = sum(ops.values())
     if detail:
         return dict(ops, total=total)
+    return total
+
+
+#: Fitted cycles added to the prefetched layer model (Amaranth simulator, ``tests/test_accelerator_sim.py``).
+PREFETCH_OVERHEAD = 0
+
+
+def _prefetched(n, hidden, heads, ffn, p, s, bits_per_cycle, latency, *, word_bits, kb, pe_latency, fetch_depth,
+                stats_cycles, vector_latency, attn_latency, detail):
+    fast = expected_cycles(n, hidden, heads, ffn, p, s, word_bits, 2, word_bits=word_bits, kb=kb,
+                           pe_latency=pe_latency, fetch_depth=fetch_depth, stats_cycles=stats_cycles,
+                           vector_latency=vector_latency, attn_latency=attn_latency, detail=True)
+    offs = layer_offsets(hidden, ffn, p, s, word_bits)
+    ends = {"qkv": offs["attn_out"], "attn_out": offs["ffn_in"], "ffn_in": offs["ffn_out"], "ffn_out": offs["words"]}
+    kdim = {"qkv": hidden, "attn_out": hidden, "ffn_in": hidden, "ffn_out": ffn}
+    vec = dict(word_bits=word_bits, pe_latency=pe_latency, fetch_depth=fetch_depth, stats_cycles=stats_cycles,
+               vector_latency=vector_latency)
+    pace = word_bits / bits_per_cycle
+    t, out = 0.0, {}
+    for op in OPS:
+        if op in ends:
+            f_count = -(-kdim[op] // s)
+            tail = n * f_count + pe_latency + _linear.RAW_TAIL
+            if op in ("attn_out", "ffn_out"):
+                k, h = kdim[op], hidden
+                lv = _lv.expected_cycles(n, k, h, p, s, word_bits, 2, **vec)
+                lin = _linear.expected_cycles(n, k, h, p, s, word_bits, 2, word_bits=word_bits,
+                                              pe_latency=pe_latency, fetch_depth=fetch_depth, raw=True)
+                tail += lv - lin
+            t = max(t + fast[op], latency + 2 + (ends[op] - 1) * pace + tail)
+        else:
+            t += fast[op]
+        out[op] = math.ceil(t)
+    total = math.ceil(t) + PREFETCH_OVERHEAD
+    if detail:
+        return dict(out, total=total)
     return total

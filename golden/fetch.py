@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["memory_image", "fetch_tiles", "split_words"]
+__all__ = ["memory_image", "fetch_tiles", "split_words", "prefetch_reads"]
 
 
 def _check_word_bits(word_bits: int) -> None:
@@ -75,3 +75,17 @@ def fetch_tiles(words: np.ndarray, word_bits: int, tile_bits: int, base: int, ti
             value |= int(words[base + t * wpt + i]) << (i * word_bits)
         out.append(value & ((1 << tile_bits) - 1))
     return out
+
+
+def prefetch_reads(memory, base: int, count: int, requests) -> tuple[list[int], bool]:
+    """The contract of :class:`bebert.hw.prefetch.WordPrefetch` for one command ``(base, count)``.
+
+    ``requests``: the consumer's word addresses in order. Returns ``(responses, error)``: one response per
+    request, ``memory[base + i]`` for the ``i``-th (the word the consumer is owed, whatever address it asked
+    for), and ``error`` if any request was not ``base + i`` or came beyond ``count``.
+    """
+    if base < 0 or count < 0 or base + count > len(memory):
+        raise ValueError(f"words {base}..{base + count - 1} are outside the memory's {len(memory)} words")
+    requests = [int(a) for a in requests]
+    error = len(requests) > count or any(a != base + i for i, a in enumerate(requests))
+    return [int(memory[base + i]) for i in range(min(len(requests), count))], error

@@ -16,7 +16,9 @@ from amaranth.utils import bits_for
 from ._params import pack_fields as _pack
 from ..golden import accelerator as _golden
 from ..golden.accelerator import AccelSpec
+from ..golden.encoder import layer_offsets
 from .encoder import EncoderLayer, _Copy
+from .prefetch import WordPrefetch
 from .vector import VectorUnit
 
 __all__ = ["AccelInput", "AccelCommand", "AccelOutput", "AccelCounters", "Accelerator", "AccelCodec",
@@ -127,6 +129,9 @@ class Accelerator(wiring.Component):
         ``out_wait`` (cycles with an output beat offered and not taken), ``param_words`` (words read by the
         parameter reader).
     running : Out(1)
+    error : Out(1)
+        A lane's weight prefetch saw a request out of sequence (sticky until reset; a design error, never
+        expected).
 
     Parameters
     ----------
@@ -136,11 +141,16 @@ class Accelerator(wiring.Component):
     lanes : ensemble-parallel lanes ``E`` (``1..M``).
     reader_depth : words each lane's parameter reader keeps in flight.
     tag_depth : requests in flight on the shared memory port (``E > 1``).
+    prefetch : words of each lane's run-ahead weight FIFO (:class:`~bebert.hw.prefetch.WordPrefetch`), 0 for
+        none. A layer command's weight image is read in address order, so with a prefetch the lane reads it
+        from the command on as fast as the memory (and its share of the port) allows, during the attention
+        op, the LayerNorm passes and the hand-overs between ops too, up to this many words ahead.
+    prefetch_inflight : reads the prefetch keeps in flight at most.
     """
 
     def __init__(self, spec: AccelSpec, *, lanes: int = 1, max_tokens: int | None = None, kb: int = 4,
                  addr_width: int = 24, fetch_depth: int = 2, counter_bits: int = 32, reader_depth: int = 16,
-                 tag_depth: int = 32, impl: str = "behavioral"):
+                 tag_depth: int = 32, prefetch: int = 0, prefetch_inflight: int = 32, impl: str = "behavioral"):
         if not isinstance(spec, AccelSpec):
             self._MustUse__used = True
             raise TypeError(f"spec must be an AccelSpec, not {type(spec).__name__}")
@@ -157,6 +167,8 @@ class Accelerator(wiring.Component):
                 raise ValueError(f"lanes must be 1..{spec.members} (the ensemble's members), not {lanes!r}")
             if not isinstance(tag_depth, int) or tag_depth < 2:
                 raise ValueError(f"tag_depth must be an integer >= 2, not {tag_depth!r}")
+            if not isinstance(prefetch, int) or prefetch < 0 or prefetch == 1:
+                raise ValueError(f"prefetch must be 0 (off) or at least 2 words, not {prefetch!r}")
             self.encs = [EncoderLayer(hidden=spec.hidden, heads=spec.heads, ffn=spec.ffn, max_tokens=mt, p=spec.p,
                                       s=spec.s, word_bits=spec.word_bits, kb=kb, fmts=spec.vfmts,
                                       addr_width=addr_width, fetch_depth=fetch_depth, counter_bits=counter_bits,
@@ -167,7 +179,8 @@ class Accelerator(wiring.Component):
             self._MustUse__used = True
             raise
         self.spec, self._mt, self._kb, self._fetch_depth = spec, mt, kb, fetch_depth
-        self.lanes, self._tag_depth = lanes, tag_depth
+        self.lanes, self._tag_depth, self.prefetch = lanes, tag_depth, prefetch
+        self.prefetch_inflight = prefetch_inflight if prefetch else 0
         self._reader_depth, self._counter_bits, self._addr_width = reader_depth, counter_bits, addr_width
         self.COUNTERS = (("cycles", "embed") + tuple(f"layer{i}" for i in range(spec.layers)) +
                          ("head", "load", "busy", "stall_weights", "stall_output", "vector_beats", "out_wait", "param_words"))
@@ -179,6 +192,7 @@ class Accelerator(wiring.Component):
             "o_stream": Out(stream.Signature(AccelOutput(spec))),
             "counters": Out(AccelCounters(self.COUNTERS, counter_bits)),
             "running": Out(1),
+            "error": Out(1),
         })
 
     max_tokens = property(lambda self: self._mt)
@@ -194,7 +208,7 @@ class Accelerator(wiring.Component):
                                        pe_latency=enc.eng.pe.latency, fetch_depth=self._fetch_depth,
                                        stats_cycles=enc.lv.vu.stats_cycles, vector_latency=enc.lv.vu.latency,
                                        attn_latency=enc.att.latency, reader_depth=self._reader_depth,
-                                       lanes=self.lanes, **kw)
+                                       lanes=self.lanes, prefetch=bool(self.prefetch), **kw)
 
     def elaborate(self, platform):
         m = Module()
@@ -271,6 +285,7 @@ class Accelerator(wiring.Component):
                          tags.r_en.eq(self.rsp_stream.valid & self.rsp_stream.ready)]
         for ln in lanes:
             m.d.comb += ln["rsp_data"].eq(self.rsp_stream.payload)
+        m.d.comb += self.error.eq(_tree_sum([ln["error"] for ln in lanes]) != 0)
 
         # ------------------------------------------------------------------ outputs and the combine unit
         ol = Signal(range(L + 1))
@@ -463,12 +478,24 @@ class Accelerator(wiring.Component):
             m.d.sync += outstanding.eq(outstanding + 1)
         with m.Elif(pop & ~issue):
             m.d.sync += outstanding.eq(outstanding - 1)
-        m.d.comb += [req_valid.eq(Mux(lrun, enc.req_stream.valid, rvalid)),
-                     req_addr.eq(Mux(lrun, enc.req_stream.payload, raddr)),
-                     enc.req_stream.ready.eq(req_ready & lrun),
-                     enc.rsp_stream.valid.eq(rsp_valid & lrun),
-                     enc.rsp_stream.payload.eq(rsp_data),
-                     rsp_ready.eq(Mux(lrun, enc.rsp_stream.ready, 1))]
+        if self.prefetch:
+            img_words = layer_offsets(h, sp.ffn, sp.p, sp.s, wb)["words"]
+            pf = WordPrefetch(word_bits=wb, addr_width=aw, max_count=img_words, depth=self.prefetch,
+                              inflight=self.prefetch_inflight)
+            m.submodules[f"pf{e}" if E > 1 else "pf"] = pf
+            m.d.comb += [pf.req_stream.valid.eq(enc.req_stream.valid), pf.req_stream.payload.eq(enc.req_stream.payload),
+                         enc.req_stream.ready.eq(pf.req_stream.ready),
+                         enc.rsp_stream.valid.eq(pf.rsp_stream.valid), enc.rsp_stream.payload.eq(pf.rsp_stream.payload),
+                         pf.rsp_stream.ready.eq(enc.rsp_stream.ready)]
+            wreq, wrsp, pf_ready, pf_error = pf.mem_req, pf.mem_rsp, pf.c_stream.ready, pf.error
+        else:
+            wreq, wrsp, pf, pf_ready, pf_error = enc.req_stream, enc.rsp_stream, None, Const(1), Const(0)
+        m.d.comb += [req_valid.eq(Mux(lrun, wreq.valid, rvalid)),
+                     req_addr.eq(Mux(lrun, wreq.payload, raddr)),
+                     wreq.ready.eq(req_ready & lrun),
+                     wrsp.valid.eq(rsp_valid & lrun),
+                     wrsp.payload.eq(rsp_data),
+                     rsp_ready.eq(Mux(lrun, wrsp.ready, 1))]
 
         def field(kind, i):
             off = sum(rb[kind][:i])
@@ -591,9 +618,12 @@ class Accelerator(wiring.Component):
                     go(lbase + lay["vec"], 2 * h * lay["wpr_vec"], lay["wpr_vec"])
                     with m.If(started):
                         m.d.sync += rq.eq(2)
-        m.d.comb += [enc.c_stream.valid.eq(loading & loads_done & ~replay.busy & (rq == 2)),
+        m.d.comb += [enc.c_stream.valid.eq(loading & loads_done & ~replay.busy & (rq == 2) & pf_ready),
                      enc.c_stream.payload.tokens.eq(n), enc.c_stream.payload.keys.eq(cmd.length),
                      enc.c_stream.payload.base.eq(lbase + lay["image"])]
+        if pf is not None:       # the prefetch starts with the layer command, on the same weight image
+            m.d.comb += [pf.c_stream.valid.eq(enc.c_stream.valid & enc.c_stream.ready),
+                         pf.c_stream.payload.base.eq(lbase + lay["image"]), pf.c_stream.payload.count.eq(img_words)]
         eo = enc.o_stream
         x0 = sig(h, "x0")               # token 0's output bits (shifted in, channel 0 first)
         m.d.comb += eo.ready.eq(1)
@@ -716,6 +746,7 @@ class Accelerator(wiring.Component):
                 m.d.sync += done.eq(1)
 
         return dict(on=on, done=done, fin=fin, loading=loading, enc=enc, enc_fin=enc_fin, pop=pop, logit=logit,
+                    error=pf_error,
                     ew=ew, req_valid=req_valid, req_addr=req_addr, req_ready=req_ready, rsp_valid=rsp_valid,
                     rsp_data=rsp_data, rsp_ready=rsp_ready, reset=reset)
 

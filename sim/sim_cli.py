@@ -114,11 +114,12 @@ def run(args) -> int:
 
     words = model_layout(spec)["words"]
     aw = max(16, (words - 1).bit_length())
-    dut = Accelerator(spec, lanes=args.lanes, max_tokens=mt, addr_width=aw)
+    dut = Accelerator(spec, lanes=args.lanes, prefetch=args.prefetch, max_tokens=mt, addr_width=aw)
     d = model.dims
     print(f"model {args.model}: H={d['hidden_size']}, {d['num_layers']} layers, {d['num_heads']} heads, "
           f"F={d['ffn_size']}, {spec.members} member(s), {spec.labels} labels, task {model.meta.get('task')}")
-    print(f"accelerator P={spec.p} x S={spec.s}, {args.lanes} lane(s), {spec.word_bits}-bit words ({words} words, {aw} address bits), "
+    print(f"accelerator P={spec.p} x S={spec.s}, {args.lanes} lane(s), weight prefetch {args.prefetch} words, "
+          f"{spec.word_bits}-bit words ({words} words, {aw} address bits), "
           f"max {mt} tokens; memory latency {args.latency}, {args.bits_per_cycle} bits/cycle")
     print("building RTL (Amaranth -> Verilog -> Verilator; cached after the first run) ...", flush=True)
     t0 = time.monotonic()
@@ -133,7 +134,7 @@ def run(args) -> int:
     if report_path.exists():
         report_path.unlink()
     cfg = dict(model=str(Path(args.model).resolve()), p=spec.p, s=spec.s, word_bits=spec.word_bits, max_tokens=mt,
-               addr_width=aw, lanes=args.lanes, image=str(image), jobs=jobs, latency=args.latency, bits_per_cycle=args.bits_per_cycle,
+               addr_width=aw, lanes=args.lanes, prefetch=args.prefetch, image=str(image), jobs=jobs, latency=args.latency, bits_per_cycle=args.bits_per_cycle,
                strict=False, check_cycles=False, report=str(report_path), seed=1)
     print(f"simulating {len(jobs)} sentence(s) in Verilator (cocotb) ...", flush=True)
     t1 = time.monotonic()
@@ -182,7 +183,8 @@ def run(args) -> int:
         else:
             print("  waveform    not found (no dump.* in the run folder)")
     if args.json:
-        out = dict(model=str(args.model), config=dict(p=spec.p, s=spec.s, lanes=args.lanes, word_bits=spec.word_bits,
+        out = dict(model=str(args.model), config=dict(p=spec.p, s=spec.s, lanes=args.lanes, prefetch=args.prefetch,
+                                                      word_bits=spec.word_bits,
                                                       max_tokens=mt,
                                                       latency=args.latency, bits_per_cycle=args.bits_per_cycle),
                    build_seconds=round(t_build, 1), sim_seconds=round(t_sim, 1), sentences=results,
@@ -200,6 +202,8 @@ def add_parser(sub) -> None:
     p.add_argument("--s", type=int, default=256, help="PE array input bits per cycle (default 256)")
     p.add_argument("--lanes", type=int, default=1,
                    help="ensemble-parallel lanes, 1..members (default 1: members in turn)")
+    p.add_argument("--prefetch", type=int, default=4096,
+                   help="words of each lane's run-ahead weight FIFO, 0 for none (default 4096)")
     p.add_argument("--word-bits", type=int, default=16, help="memory word width (default 16)")
     p.add_argument("--latency", type=int, default=8, help="memory read latency in cycles (default 8)")
     p.add_argument("--bits-per-cycle", type=float, default=12.8,

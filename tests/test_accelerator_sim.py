@@ -92,6 +92,7 @@ def run(dut, words, timing_args, jobs, *, reset_after=None, seed=0, limit=200_00
                 res["out"].append(codec.output(await stream_get(ctx, dut.o_stream)))
             await ctx.tick().until(~dut.running)
             res["counters"] = codec.counters(ctx.get(dut.counters.as_value()))
+            res["error"] = ctx.get(dut.error)
         state["done"] = True
 
     async def memory(ctx):
@@ -171,6 +172,7 @@ def check(dut, model, job, res):
 
 def check_counters(dut, res, n):
     c = res["counters"]
+    assert res["error"] == 0, "a weight prefetch saw a request out of sequence"
     sp = dut.spec
     h, f, p, s = sp.hidden, sp.ffn, sp.p, sp.s
     assert c["cycles"] == res["measured"], (c, res["measured"])
@@ -216,19 +218,19 @@ def _layer_inputs_ok(model, job, layer_in, lanes=1):
             assert (got == taps[name][0]).all(), (mm, li)
 
 
-@pytest.mark.parametrize("lanes", [1, 2])
-def test_inference_back_to_back(tiny, lanes):
+@pytest.mark.parametrize("lanes, prefetch", [(1, 0), (2, 0), (2, 256)])
+def test_inference_back_to_back(tiny, lanes, prefetch):
     """Three sequences back to back (random lengths and types; the second padded after its real tokens, with
     output backpressure) on a memory of random latency and bandwidth, with one lane (members in turn) and
-    two (both members at once on the shared memory port): every member's logits, the combined logits and the
-    prediction exact; every lane's layer inputs against the golden taps; counters; cycles against the
-    estimate (jobs without backpressure)."""
+    two (both members at once on the shared memory port), and two with the weight prefetch: every member's
+    logits, the combined logits and the prediction exact; every lane's layer inputs against the golden taps;
+    counters; cycles against the estimate (jobs without backpressure)."""
     from bebert.hw.accelerator import Accelerator
 
     model, spec, words, _ = tiny
     rng = np.random.default_rng(2)
     latency, bw = int(rng.integers(3, 12)), float(rng.uniform(12.0, 32.0))
-    dut = Accelerator(spec, lanes=lanes, max_tokens=MAX_LEN, addr_width=16)
+    dut = Accelerator(spec, lanes=lanes, prefetch=prefetch, max_tokens=MAX_LEN, addr_width=16)
     jobs = [random_sequence(rng, spec), dict(random_sequence(rng, spec, pad=True), stall=0.4),
             random_sequence(rng, spec)]
     results, layer_in = run(dut, words, (latency, bw, WORD), jobs, seed=4)
@@ -302,6 +304,10 @@ def test_bad_inputs(tiny):
         Accelerator(spec, max_tokens=9)
     with pytest.raises(TypeError, match="spec must be an AccelSpec"):
         Accelerator("tiny")
+    with pytest.raises(ValueError, match=r"lanes must be 1..2 \(the ensemble's members\), not 3"):
+        Accelerator(spec, lanes=3)
+    with pytest.raises(ValueError, match="prefetch must be 0 \\(off\\) or at least 2 words, not 1"):
+        Accelerator(spec, prefetch=1)
     with pytest.raises(ValueError, match="does not fit 8 address bits"):
         Accelerator(spec, addr_width=8)
     with pytest.raises(ValueError, match="narrower than a 16-bit code"):
