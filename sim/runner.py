@@ -57,7 +57,9 @@ def build_block(component, name: str, *, waves: bool = False, toplevel: str | No
     runner = get_runner("verilator")
     build_args = ["-Wno-fatal", "-O3", "--x-assign", "fast", "--x-initial", "fast"]
     if waves:
-        build_args += ["--trace-fst", "--trace-structs"]
+        from .fst import fst_build_args
+
+        build_args += ["--trace-fst", *fst_build_args(), "--trace-structs"]
     sources = [vfile] + ([MODELS / "ecp5_cells.v"] if cell_models else [])
     runner.build(sources=sources, hdl_toplevel=toplevel, build_dir=build_dir, always=False,
                  build_args=build_args, waves=waves, log_file=build_dir / "build.log")

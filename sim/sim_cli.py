@@ -5,7 +5,8 @@ with the MiniLM WordPiece vocabulary (``[CLS] ... [SEP]``), runs the sentences b
 (cocotb testbench ``bebert.sim.tb_accelerator``, the model image in a simulated memory of the given
 latency and bandwidth) and prints per sentence the tokens, the prediction, whether every member logit and
 the combined logits equal the golden model's exactly, the cycles (total and per phase) and the simulation
-seconds. A sentence longer than ``--max-tokens`` tokens is refused unless ``--truncate`` is given (then it is
+seconds. The defaults are the demo configuration of ``docs/results-hw.md``: two ensemble lanes of
+``P x S = 2 x 32`` sharing the ULX3S SDRAM's 12.8 bits per cycle, each with a 4096-word weight prefetch. A sentence longer than ``--max-tokens`` tokens is refused unless ``--truncate`` is given (then it is
 cut to ``--max-tokens`` tokens, ``[SEP]`` kept last, with a notice). Exit status 1 on any disagreement.
 """
 
@@ -36,7 +37,7 @@ def label_names(task: str | None, labels: int):
 def _check_args(args) -> None:
     for name in ("p", "s", "lanes", "word_bits", "latency", "max_tokens"):
         v = getattr(args, name)
-        if v < 1:
+        if v is not None and v < 1:
             raise ValueError(f"--{name.replace('_', '-')} must be a positive integer, not {v}")
     if not args.bits_per_cycle > 0:
         raise ValueError(f"--bits-per-cycle must be positive, not {args.bits_per_cycle}")
@@ -107,6 +108,8 @@ def run(args) -> int:
 
     _check_args(args)
     model = load_model(args.model)
+    if args.lanes is None:
+        args.lanes = min(2, int(model.members))
     spec = AccelSpec.from_int_model(model, args.p, args.s, args.word_bits)
     mt = min(args.max_tokens, spec.max_len)
     sents = tokenize(model, args.text, mt, args.truncate, args.vocab)
@@ -198,10 +201,10 @@ def add_parser(sub) -> None:
                        description=__doc__.split("\n\n", 1)[1])
     p.add_argument("model", help="W1A1 deployment file (bebert export)")
     p.add_argument("--text", action="append", default=[], help="a sentence (repeat for several)")
-    p.add_argument("--p", type=int, default=16, help="PE array output channels (default 16)")
-    p.add_argument("--s", type=int, default=256, help="PE array input bits per cycle (default 256)")
-    p.add_argument("--lanes", type=int, default=1,
-                   help="ensemble-parallel lanes, 1..members (default 1: members in turn)")
+    p.add_argument("--p", type=int, default=2, help="PE array output channels per lane (default 2)")
+    p.add_argument("--s", type=int, default=32, help="PE array input bits per cycle (default 32)")
+    p.add_argument("--lanes", type=int, default=None,
+                   help="ensemble-parallel lanes, 1..members (default 2, 1 for a one-member model)")
     p.add_argument("--prefetch", type=int, default=4096,
                    help="words of each lane's run-ahead weight FIFO, 0 for none (default 4096)")
     p.add_argument("--word-bits", type=int, default=16, help="memory word width (default 16)")

@@ -6,6 +6,7 @@ a reset during an inference, counters, the checker self-test."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -21,8 +22,11 @@ MODELS = {
     "other": (dict(vocab_size=60, hidden_size=48, num_layers=1, num_heads=3, ffn_size=80, max_len=6, num_labels=3),
               ((31, 0.5), (32, 0.3), (33, 0.2)), 4, 32, 16, 6),
 }
-#: ensemble-parallel lanes per model (default 1)
-LANES = {"other": 2}
+#: ensemble-parallel lanes and weight-prefetch words per model (default 1, 0)
+LANES = {"other": 2, "shipped": 2}
+PREFETCH = {"other": 64, "shipped": 4096}
+#: the shipped checkpoint in the demo configuration (docs/results-hw.md): P x S = 2 x 32, 16-bit words, 16 tokens
+SHIPPED = ("checkpoints/sst2-bebert-w1a1-m2.safetensors", 2, 32, 16, 16)
 
 
 def make_model(kind: str, path) -> str:
@@ -49,26 +53,33 @@ class Bench:
     """A built accelerator for one model: ``run(jobs, **cfg) -> report``."""
 
     def __init__(self, kind, folder):
-        from bebert.golden.accelerator import AccelSpec
+        from bebert.golden.accelerator import AccelSpec, model_layout
         from bebert.golden.format import load_int_model
         from bebert.hw.accelerator import Accelerator
         from bebert.sim.tb_accelerator import build_accelerator, image_file
 
         self.kind, self.folder = kind, folder
-        _, _, p, s, wb, mt = MODELS[kind]
-        self.path = make_model(kind, folder / f"{kind}.safetensors")
+        if kind == "shipped":
+            path, p, s, wb, mt = SHIPPED
+            self.path = str(Path(__file__).resolve().parents[1] / path)
+        else:
+            _, _, p, s, wb, mt = MODELS[kind]
+            self.path = make_model(kind, folder / f"{kind}.safetensors")
         self.model = load_int_model(self.path)
         self.spec = AccelSpec.from_int_model(self.model, p, s, wb)
         self.max_tokens = mt
-        self.lanes = LANES.get(kind, 1)
-        self.dut = Accelerator(self.spec, lanes=self.lanes, max_tokens=mt, addr_width=16)
+        self.lanes, self.prefetch = LANES.get(kind, 1), PREFETCH.get(kind, 0)
+        self.addr_width = max(16, (model_layout(self.spec)["words"] - 1).bit_length())
+        self.dut = Accelerator(self.spec, lanes=self.lanes, prefetch=self.prefetch, max_tokens=mt,
+                               addr_width=self.addr_width)
         self.sim = build_accelerator(self.dut)
-        self.image = str(image_file(self.model, self.spec, folder))
+        self.image = str(image_file(self.model, self.spec, None if kind == "shipped" else folder))
 
     def run(self, jobs, name="r", **kw):
         report = self.folder / f"{name}.json"
         cfg = dict(model=self.path, p=self.spec.p, s=self.spec.s, word_bits=self.spec.word_bits,
-                   max_tokens=self.max_tokens, addr_width=16, lanes=self.lanes, image=self.image, jobs=jobs, report=str(report), **kw)
+                   max_tokens=self.max_tokens, addr_width=self.addr_width, lanes=self.lanes, prefetch=self.prefetch,
+                   image=self.image, jobs=jobs, report=str(report), **kw)
         try:
             run_testbench(self.sim, "bebert.sim.tb_accelerator", "inference", cfg)
         finally:
@@ -98,6 +109,11 @@ class Bench:
 def tiny(tmp_path_factory):
     pytest.importorskip("torch")
     return Bench("tiny", tmp_path_factory.mktemp("tiny"))
+
+
+@pytest.fixture(scope="module")
+def shipped(tmp_path_factory):
+    return Bench("shipped", tmp_path_factory.mktemp("shipped"))
 
 
 @pytest.fixture(scope="module")
@@ -162,3 +178,16 @@ def test_checker_catches_a_wrong_logit(tiny):
     job = tiny.last["jobs"][1]
     assert not job["agree"] and job["mismatches"] == 1
     assert tiny.last["jobs"][0]["agree"]
+
+
+@pytest.mark.slow
+def test_shipped_checkpoint(shipped):
+    """The shipped checkpoint (H=384, 6 layers, 12 heads, F=1536, two members) in the demo configuration (two
+    lanes, P x S = 2 x 32, weight prefetch, ULX3S SDRAM bandwidth): random sentences back to back (one padded
+    after its real tokens, one with output backpressure), every member logit and the combined logits exact,
+    counters consistent, cycles against the estimate."""
+    rng = np.random.default_rng(15)
+    jobs = shipped.jobs(rng, 3)
+    jobs[1].update(stall=0.5)
+    done = _ok(shipped.run(jobs, "shipped", latency=8, bits_per_cycle=12.8, check_cycles=True, seed=7))
+    assert len(done) == 3

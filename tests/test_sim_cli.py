@@ -91,21 +91,46 @@ def test_tokenize_truncates_with_a_notice(tiny_file, tmp_path):
 
 
 @pytest.mark.verilator
-def test_tiny_run_through_the_cli(capsys, tiny_file, tmp_path):
+def _vocab(tmp_path):
+    """A 100-word vocabulary for the tiny model."""
     vocab = tmp_path / "vocab.txt"
     vocab.write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "a", "good", "bad", "movie"]
                                + [f"w{i}" for i in range(92)]) + "\n")
+    return vocab
+
+
+def test_tiny_run_through_the_cli(capsys, tiny_file, tmp_path):
+    vocab = _vocab(tmp_path)
     out = tmp_path / "out.json"
     rc = main(["sim", tiny_file, "--vocab", str(vocab), "--text", "a good movie", "--text", "a bad bad movie",
                "--p", "8", "--s", "16", "--word-bits", "32", "--max-tokens", "8", "--latency", "5",
-               "--bits-per-cycle", "20", "--json", str(out)])
+               "--bits-per-cycle", "20", "--lanes", "2", "--prefetch", "256", "--json", str(out)])
     text = capsys.readouterr().out
     assert rc == 0, text
-    assert text.count("golden      yes") == 2 and "cycles      " in text
+    assert text.count("golden      yes") == 2 and "cycles      " in text and "2 lane(s)" in text
     rep = json.loads(out.read_text())
+    assert rep["config"]["lanes"] == 2 and rep["config"]["prefetch"] == 256
     assert [s["tokens"] for s in rep["sentences"]] == [["[CLS]", "a", "good", "movie", "[SEP]"],
                                                         ["[CLS]", "a", "bad", "bad", "movie", "[SEP]"]]
     assert all(s["agree"] and s["counters"]["cycles"] > 0 for s in rep["sentences"])
+
+
+def test_fst_waveform(capsys, tiny_file, tmp_path):
+    """``--wave x.fst`` writes an FST file (Verilator's FST writer linked with the project's LZ4 shim)."""
+    wave = tmp_path / "tiny.fst"
+    rc = main(["sim", tiny_file, "--vocab", str(_vocab(tmp_path)), "--text", "a good movie", "--p", "8", "--s", "16",
+               "--word-bits", "32", "--max-tokens", "8", "--wave", str(wave)])
+    text = capsys.readouterr().out
+    assert rc == 0, text
+    data = wave.read_bytes()
+    assert len(data) > 10_000 and data[0] == 0, len(data)      # block type 0: the FST header
+    assert f"waveform    {wave}" in text
+
+
+def test_lanes_refused(capsys, tiny_file):
+    assert "lanes must be 1..2" in _err(capsys, [tiny_file, "--text", "x", "--lanes", "3", "--p", "8", "--s", "16",
+                                                 "--word-bits", "32", "--max-tokens", "8"])
+    assert "--lanes must be a positive integer" in _err(capsys, [tiny_file, "--text", "x", "--lanes", "0"])
 
 
 # the accelerators are only inspected here, never elaborated (their submodules would warn)
