@@ -1,13 +1,22 @@
-"""``bebert demo``: a binary matrix times binary vectors through the Verilator-simulated PE array.
+"""``bebert demo``: the whole accelerator on the shipped checkpoint, or the PE array alone.
 
-Builds the PE array RTL (Amaranth -> Verilog -> Verilator, cached), streams
-``N`` random binary vectors against a random binary ``M x K`` matrix through it
-with cocotb, checks every result against the golden NumPy function (exact
-equality) and prints the measured cycle count beside the ideal.
+By default: the shipped BEBERT ensemble (``checkpoints/sst2-bebert-w1a1-m2.safetensors``: two W1A1
+members, MiniLM-L6-H384 shape) through the whole accelerator RTL in Verilator, in the demo
+configuration of ``docs/results-hw.md`` (two ensemble lanes of ``P x S = 2 x 32``, weight prefetch, the
+ULX3S SDRAM's 12.8 bits per cycle): each sentence's prediction, every member logit and the combined
+logits checked against the golden model (exact equality), the cycles per phase beside the compute
+ideal and the weight-stream floor, and the simulation time. It is ``bebert sim`` with these defaults
+(use ``bebert sim`` for every hardware option).
+
+With ``--pe-array``: the PE array alone. Builds its RTL (Amaranth -> Verilog -> Verilator, cached),
+streams ``N`` random binary vectors against a random binary ``M x K`` matrix through it with cocotb,
+checks every result against the golden NumPy function (exact equality) and prints the measured cycle
+count beside the ideal.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import tempfile
 import time
@@ -16,10 +25,34 @@ from pathlib import Path
 from ..golden.pe_array import Mode
 
 
+#: The shipped deployment file and the demo sentences (SST-2 dev: one positive, one negative).
+DEMO_MODEL = Path(__file__).resolve().parents[1] / "checkpoints" / "sst2-bebert-w1a1-m2.safetensors"
+DEMO_TEXTS = ("a gorgeous , witty , seductive movie .", "unflinchingly bleak and desperate")
+
+
 def run(args) -> int:
+    if args.pe_array:
+        return run_pe_array(args)
+    if args.wave:
+        raise ValueError("--wave goes with --pe-array; for the accelerator use bebert sim ... --wave FILE")
+    from . import sim_cli
+
+    if not DEMO_MODEL.is_file():
+        raise FileNotFoundError(f"the shipped checkpoint {DEMO_MODEL} is missing (it comes with the repository)")
+    ns = argparse.Namespace(model=str(DEMO_MODEL), text=list(args.text or DEMO_TEXTS),
+                            p=2 if args.p is None else args.p, s=32 if args.s is None else args.s, lanes=None,
+                            prefetch=4096, word_bits=16, latency=8, bits_per_cycle=12.8, max_tokens=16,
+                            truncate=True, vocab=None, wave=None, json=args.json)
+    print("demo: the shipped BEBERT ensemble through the whole accelerator RTL in Verilator, against golden")
+    return sim_cli.run(ns)
+
+
+def run_pe_array(args) -> int:
     from ..hw.pe_array import PEArray
     from .runner import build_block, run_testbench
 
+    args.p = 8 if args.p is None else args.p
+    args.s = 64 if args.s is None else args.s
     for name in ("p", "s", "m", "n", "k"):
         if getattr(args, name) < 1:
             raise ValueError(f"--{name} must be a positive integer, not {getattr(args, name)}")
@@ -60,17 +93,23 @@ def run(args) -> int:
 
 def add_parser(sub) -> None:
     p = sub.add_parser(
-        "demo", help="PE array in Verilator vs golden, with cycle counts",
-        description=__doc__.split("\n\n", 1)[1],
+        "demo", help="the shipped ensemble through the whole accelerator in Verilator vs golden (--pe-array: "
+                     "the PE array alone)",
+        description=__doc__.split("\n\n", 1)[1], formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--p", type=int, default=8, help="output channels of the array (default 8)")
-    p.add_argument("--s", type=int, default=64, help="input bits per cycle (default 64)")
-    p.add_argument("--m", type=int, default=64, help="rows of the binary matrix W (default 64)")
-    p.add_argument("--k", type=int, default=384, help="bits per row and vector (default 384, MiniLM hidden)")
-    p.add_argument("--n", type=int, default=16, help="number of binary vectors (default 16)")
+    p.add_argument("--text", action="append", help="a sentence (repeat for several; default: two SST-2 dev "
+                                                    "sentences)")
+    p.add_argument("--pe-array", action="store_true", help="run the PE array alone instead (options below)")
+    p.add_argument("--p", type=int, default=None, help="PE array output channels (default 2 per lane; 8 with "
+                                                       "--pe-array)")
+    p.add_argument("--s", type=int, default=None, help="input bits per cycle (default 32; 64 with --pe-array)")
+    p.add_argument("--m", type=int, default=64, help="--pe-array: rows of the binary matrix W (default 64)")
+    p.add_argument("--k", type=int, default=384, help="--pe-array: bits per row and vector (default 384, "
+                                                      "MiniLM hidden)")
+    p.add_argument("--n", type=int, default=16, help="--pe-array: number of binary vectors (default 16)")
     p.add_argument("--mode", choices=[m.name for m in Mode], default="XNOR",
-                   help="XNOR: popcount(~(a^w)); AND: 2*popcount(a&w) - popcount(w)")
-    p.add_argument("--seed", type=int, default=0, help="random seed")
-    p.add_argument("--wave", action="store_true", help="dump an FST waveform in the build folder")
+                   help="--pe-array: XNOR: popcount(~(a^w)); AND: 2*popcount(a&w) - popcount(w)")
+    p.add_argument("--seed", type=int, default=0, help="--pe-array: random seed")
+    p.add_argument("--wave", action="store_true", help="--pe-array: dump an FST waveform in the build folder")
     p.add_argument("--json", metavar="FILE", help="also write the report as JSON")
     p.set_defaults(func=run)

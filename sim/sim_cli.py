@@ -13,9 +13,12 @@ cut to ``--max-tokens`` tokens, ``[SEP]`` kept last, with a notice). Exit status
 from __future__ import annotations
 
 import json
+import shlex
 import shutil
 import time
 from pathlib import Path
+
+from ..atomic import atomic_path
 
 #: Class names of tasks whose labels are indices (the data files hold ``0`` / ``1``).
 LABEL_NAMES = {"sst2": ("negative", "positive"), "sst2sentences": ("negative", "positive")}
@@ -32,6 +35,17 @@ def label_names(task: str | None, labels: int):
         except (ValueError, ImportError):
             names = None
     return names if names is not None and len(names) == labels else None
+
+
+def command_line(args) -> str:
+    """The ``bebert sim`` command that reproduces this run (every hardware option spelled out)."""
+    parts = ["bebert", "sim", str(args.model)]
+    for t in args.text:
+        parts += ["--text", t]
+    for name in ("p", "s", "lanes", "prefetch", "word_bits", "latency", "bits_per_cycle", "max_tokens"):
+        parts += [f"--{name.replace('_', '-')}", str(getattr(args, name))]
+    parts += (["--truncate"] if args.truncate else []) + (["--vocab", str(args.vocab)] if args.vocab else [])
+    return shlex.join(parts)
 
 
 def _check_args(args) -> None:
@@ -110,6 +124,8 @@ def run(args) -> int:
     model = load_model(args.model)
     if args.lanes is None:
         args.lanes = min(2, int(model.members))
+    if args.lanes > int(model.members):
+        raise ValueError(f"--lanes {args.lanes} is more than the model's {model.members} members (lanes run members)")
     spec = AccelSpec.from_int_model(model, args.p, args.s, args.word_bits)
     mt = min(args.max_tokens, spec.max_len)
     sents = tokenize(model, args.text, mt, args.truncate, args.vocab)
@@ -186,13 +202,13 @@ def run(args) -> int:
         else:
             print("  waveform    not found (no dump.* in the run folder)")
     if args.json:
-        out = dict(model=str(args.model), config=dict(p=spec.p, s=spec.s, lanes=args.lanes, prefetch=args.prefetch,
-                                                      word_bits=spec.word_bits,
-                                                      max_tokens=mt,
-                                                      latency=args.latency, bits_per_cycle=args.bits_per_cycle),
+        out = dict(model=str(args.model), command=command_line(args),
+                   config=dict(p=spec.p, s=spec.s, lanes=args.lanes, prefetch=args.prefetch, word_bits=spec.word_bits,
+                               max_tokens=mt, latency=args.latency, bits_per_cycle=args.bits_per_cycle),
                    build_seconds=round(t_build, 1), sim_seconds=round(t_sim, 1), sentences=results,
                    failures=rep["failures"])
-        Path(args.json).write_text(json.dumps(out, indent=2) + "\n")
+        with atomic_path(args.json) as tmp:
+            tmp.write_text(json.dumps(out, indent=2) + "\n")
     return 0 if all_ok else 1
 
 

@@ -45,7 +45,9 @@ def test_doctor_reports_a_missing_tool(capsys, monkeypatch):
 
 @pytest.mark.parametrize("argv,msg", [
     (["demo", "--p", "0"], "--p must be a positive integer"),
-    (["demo", "--k", "-3"], "--k must be a positive integer"),
+    (["demo", "--pe-array", "--k", "-3"], "--k must be a positive integer"),
+    (["demo", "--pe-array", "--s", "0"], "--s must be a positive integer"),
+    (["demo", "--wave"], "--wave goes with --pe-array"),
 ])
 def test_demo_bad_arguments(argv, msg, capsys):
     assert main(argv) == 1
@@ -62,7 +64,7 @@ def test_synth_unknown_device_is_refused(capsys):
 @pytest.mark.verilator
 def test_demo_runs_and_matches_golden(tmp_path, capsys):
     report = tmp_path / "demo.json"
-    rc = main(["demo", "--p", "4", "--s", "32", "--m", "10", "--k", "100", "--n", "5", "--mode", "AND",
+    rc = main(["demo", "--pe-array", "--p", "4", "--s", "32", "--m", "10", "--k", "100", "--n", "5", "--mode", "AND",
                "--json", str(report)])
     out = capsys.readouterr().out
     assert rc == 0, out
@@ -72,3 +74,21 @@ def test_demo_runs_and_matches_golden(tmp_path, capsys):
     # 5 vectors x 3 tiles x ceil(100/32) folds, plus a pipeline's fill
     assert rep["ideal_cycles"] == 5 * 3 * 4
     assert rep["ideal_cycles"] <= rep["cycles"] <= rep["ideal_cycles"] + 20
+
+
+@pytest.mark.verilator
+@pytest.mark.slow
+def test_demo_whole_accelerator(tmp_path, capsys):
+    """``bebert demo``: the shipped checkpoint through the whole accelerator in the demo configuration; the
+    demo sentence's logits equal golden, and the design meets issue 6's efficiency goals on it (cycle
+    counts are deterministic: at most 1.15x max(compute ideal, weight floor), PE arrays busy in at least
+    85% of the linear-op cycles)."""
+    report = tmp_path / "demo.json"
+    rc = main(["demo", "--text", "a gorgeous , witty , seductive movie .", "--json", str(report)])
+    out = capsys.readouterr().out
+    assert rc == 0, out
+    assert "golden      yes" in out and "class 1 (positive)" in out
+    s = json.loads(report.read_text())["sentences"][0]
+    assert s["agree"] and s["logits"] == s["golden_logits"]
+    assert s["counters"]["cycles"] <= 1.15 * max(s["ideal_cycles"], s["weight_floor_cycles"]), s["counters"]
+    assert s["gemm_utilization"] >= 0.85, s

@@ -110,6 +110,19 @@ def test_tiny_run_through_the_cli(capsys, tiny_file, tmp_path):
     assert text.count("golden      yes") == 2 and "cycles      " in text and "2 lane(s)" in text
     rep = json.loads(out.read_text())
     assert rep["config"]["lanes"] == 2 and rep["config"]["prefetch"] == 256
+    assert rep["command"].startswith("bebert sim ") and "--lanes 2 --prefetch 256" in rep["command"]
+    # the results page's JSON from this run
+    from bebert.sim.results import build, main as results_main
+
+    res = build(rep)
+    for key in ("config", "cycles", "ideal_cycles", "weight_floor_cycles", "gemm_utilization", "sim_seconds",
+                "sequences_checked", "mismatches", "command"):
+        assert key in res, key
+    assert res["sequences_checked"] == 2 and res["mismatches"] == 0
+    assert res["cycles"] == rep["sentences"][0]["counters"]["cycles"]
+    assert results_main([str(out), "--out", str(tmp_path / "hw.json"), "--md"]) == 0
+    assert json.loads((tmp_path / "hw.json").read_text())["command"] == rep["command"]
+    assert "| 8 x 16 | 2 | 256 | 5 |" in capsys.readouterr().out
     assert [s["tokens"] for s in rep["sentences"]] == [["[CLS]", "a", "good", "movie", "[SEP]"],
                                                         ["[CLS]", "a", "bad", "bad", "movie", "[SEP]"]]
     assert all(s["agree"] and s["counters"]["cycles"] > 0 for s in rep["sentences"])
@@ -127,9 +140,18 @@ def test_fst_waveform(capsys, tiny_file, tmp_path):
     assert f"waveform    {wave}" in text
 
 
+def test_results_bad_inputs(capsys, tmp_path):
+    from bebert.sim.results import main as results_main
+
+    assert results_main([str(tmp_path / "none.json")]) == 1
+    assert "run file" in capsys.readouterr().err
+    (tmp_path / "x.json").write_text('{"config": {}}')
+    assert results_main([str(tmp_path / "x.json")]) == 1
+    assert "is not a bebert sim --json report (no 'command')" in capsys.readouterr().err
+
+
 def test_lanes_refused(capsys, tiny_file):
-    assert "lanes must be 1..2" in _err(capsys, [tiny_file, "--text", "x", "--lanes", "3", "--p", "8", "--s", "16",
-                                                 "--word-bits", "32", "--max-tokens", "8"])
+    assert "--lanes 3 is more than the model's 2 members" in _err(capsys, [tiny_file, "--text", "x", "--lanes", "3"])
     assert "--lanes must be a positive integer" in _err(capsys, [tiny_file, "--text", "x", "--lanes", "0"])
 
 
