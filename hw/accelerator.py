@@ -132,6 +132,10 @@ class Accelerator(wiring.Component):
     error : Out(1)
         A lane's weight prefetch saw a request out of sequence (sticky until reset; a design error, never
         expected).
+    tap_valid, tap_y : Out(E), Out(E * layernorm bits)
+        Observation only (for testbenches; unused in a design they cost nothing): lane ``e``'s activation
+        buffer writes, ``tap_valid[e]`` with the code in ``tap_y[e*b:(e+1)*b]``: the embedding LayerNorm
+        outputs, then each layer's outputs (``n*H`` codes each, token major), member after member.
 
     Parameters
     ----------
@@ -193,6 +197,8 @@ class Accelerator(wiring.Component):
             "counters": Out(AccelCounters(self.COUNTERS, counter_bits)),
             "running": Out(1),
             "error": Out(1),
+            "tap_valid": Out(lanes),
+            "tap_y": Out(lanes * spec.fmt["layernorm"].bits),
         })
 
     max_tokens = property(lambda self: self._mt)
@@ -634,6 +640,8 @@ class Accelerator(wiring.Component):
                      a_wr.data.eq(Mux(in_layer, eo.payload.y, vu.o_stream.payload.y))]
         with m.If(a_wr.en):
             m.d.sync += a_ptr.eq(a_ptr + 1)
+        yb = f["layernorm"].bits
+        m.d.comb += [self.tap_valid[e].eq(a_wr.en), self.tap_y[e * yb:(e + 1) * yb].eq(a_wr.data)]
         with m.If(enc.c_stream.valid & enc.c_stream.ready):
             m.d.sync += [lrun.eq(1), a_ptr.eq(0)]
         with m.If(run_take & eo.payload.final):

@@ -177,7 +177,10 @@ def run(args) -> int:
         print()
         print(f"  tokens      {len(tokens)}: {' '.join(tokens)}" + (f"   [{notice}]" if notice else ""))
         print(f"  prediction  class {pred}{label}; logits {job['logits']}, members {job['member_logits']}")
-        print(f"  golden      {'yes: member and combined logits equal exactly' if job['agree'] else 'NO'}"
+        verdict = (f"yes: {job['taps_checked']} layer outputs (the embedding LayerNorm's and every layer's, every "
+                   "member), member and combined logits equal exactly" if job["agree"] else
+                   "NO" + (": " + "; ".join(job["tap_failures"][:2]) if job["tap_failures"] else ""))
+        print(f"  golden      {verdict}"
               + ("" if job["agree"] else f" (golden {job['want_logits']}, members {job['want_member_logits']})"))
         phases = ", ".join(f"{k} {c[k]}" for k in ["embed"] + [f"layer{i}" for i in range(spec.layers)] + ["head"])
         print(f"  cycles      {c['cycles']} ({phases}; parameter loads {c['load']})")

@@ -87,10 +87,17 @@ def wrapper_verilog(dut, inner: str = "accelerator", top: str = "accel_tb") -> s
     conn = [".clk(clk)", ".rst(rst)"]
     for name, d, w in ports:
         rng = f"[{w - 1}:0] " if w > 1 else ""
-        if name.startswith(("req_stream", "rsp_stream")):
+        if name.startswith(("req_stream", "rsp_stream", "tap_")):
             continue
         decl.append(f"{d} wire {rng}{name}")
         conn.append(f".{name}({name})")
+    lanes, yb = dut.lanes, dut.spec.fmt["layernorm"].bits
+    conn += [".tap_valid(tap_valid)", ".tap_y(tap_y)"]
+    # one signed wire per lane: Verilator printed $signed(tap_y[15:0]) with the neighbouring lane's bits above
+    tap_wires = "\n".join(f"  wire signed [{yb - 1}:0] tap_y{e} = tap_y[{(e + 1) * yb - 1}:{e * yb}];"
+                           for e in range(lanes))
+    tap_writes = "\n".join(f"      if (tap_valid[{e}]) $fwrite(tapf, \"%0d %0d\\n\", {e}, tap_y{e});"
+                           for e in range(lanes))
     conn += [".req_stream__valid(req_valid)", ".req_stream__ready(1'b1)", ".req_stream__payload(req_addr)",
              ".rsp_stream__valid(rsp_valid)", ".rsp_stream__ready(rsp_ready)", ".rsp_stream__payload(rsp_data)"]
     decl += ["input wire mem_load", "input wire [31:0] mem_words", "input wire [15:0] mem_latency",
@@ -109,6 +116,20 @@ module {top} (
   wire rsp_valid;
   wire rsp_ready;
   wire [{wb - 1}:0] rsp_data;
+  wire [{lanes - 1}:0] tap_valid;
+  wire [{lanes * yb - 1}:0] tap_y;
+{tap_wires}
+  // every activation-buffer write of every lane (the layer taps), "lane code" per line, flushed with each
+  // output beat and in reset; the testbench compares them with the golden model's taps
+  integer tapf;
+  initial tapf = $fopen("accel_taps.txt", "w");
+  always @(posedge clk) begin
+    if (rst) $fflush(tapf);
+    else begin
+{tap_writes}
+      if (o_stream__valid && o_stream__ready) $fflush(tapf);
+    end
+  end
   {inner} u_acc (
     {(',' + chr(10) + '    ').join(conn)}
   );
@@ -259,6 +280,39 @@ def image_file(model, spec, cache=None) -> Path:
 
 # --------------------------------------------------------------------------- cocotb side
 
+def tap_failures(model, lanes: int, ids, types, length: int, lines) -> tuple[int, list[str]]:
+    """Compare one inference's activation-buffer writes (``"lane code"`` lines of the wrapper's
+    ``accel_taps.txt``) with the golden model's taps: per member (lane ``m % E``, its ``m // E``-th turn) the
+    embedding LayerNorm output (``m<k>.emb.ln``) and every layer's output (``m<k>.l<l>.ffn_ln``), the real
+    tokens' rows of the ``n`` computed. Returns ``(blocks compared, failures)``."""
+    from ..golden.infer import GoldenModel
+
+    n, h, layers = len(ids), model.dims["hidden_size"], model.dims["num_layers"]
+    per_lane = [[] for _ in range(lanes)]
+    for line in lines:
+        e, v = line.split()
+        per_lane[int(e)].append(int(v))
+    taps = GoldenModel(model).forward(np.array([ids[:length]]), None, np.array([types[:length]]), taps=True).taps
+    block, blocks, bad = n * h, 0, []
+    turns = -(-int(model.members) // lanes)
+    for e in range(lanes):
+        mine = [mm for mm in range(e, int(model.members), lanes)]
+        want_len = len(mine) * (layers + 1) * block
+        if len(per_lane[e]) != want_len:
+            bad.append(f"lane {e}: {len(per_lane[e])} activation writes, expected {want_len} ({turns} turn(s))")
+            continue
+        for t, mm in enumerate(mine):
+            names = [f"m{mm}.emb.ln"] + [f"m{mm}.l{li}.ffn_ln" for li in range(layers)]
+            for k, name in enumerate(names):
+                at = (t * (layers + 1) + k) * block
+                got = np.array(per_lane[e][at:at + block]).reshape(n, h)[:length]
+                want = np.asarray(taps[name][0])
+                blocks += 1
+                if not np.array_equal(got, want):
+                    bad.append(f"member {mm} {name}: {int((got != want).sum())} of {got.size} codes differ")
+    return blocks, bad
+
+
 def _counter_checks(spec, lay, c: dict, n: int, measured: int, reads: int, lanes: int = 1) -> list[str]:
     """Consistency of the performance counters of one inference; returns the failures."""
     h, f, p, s, M, L = spec.hidden, spec.ffn, spec.p, spec.s, spec.members, spec.layers
@@ -286,6 +340,39 @@ def _counter_checks(spec, lay, c: dict, n: int, measured: int, reads: int, lanes
 
 
 # --------------------------------------------------------------------------- cocotb side
+
+def tap_failures(model, lanes: int, ids, types, length: int, lines) -> tuple[int, list[str]]:
+    """Compare one inference's activation-buffer writes (``"lane code"`` lines of the wrapper's
+    ``accel_taps.txt``) with the golden model's taps: per member (lane ``m % E``, its ``m // E``-th turn) the
+    embedding LayerNorm output (``m<k>.emb.ln``) and every layer's output (``m<k>.l<l>.ffn_ln``), the real
+    tokens' rows of the ``n`` computed. Returns ``(blocks compared, failures)``."""
+    from ..golden.infer import GoldenModel
+
+    n, h, layers = len(ids), model.dims["hidden_size"], model.dims["num_layers"]
+    per_lane = [[] for _ in range(lanes)]
+    for line in lines:
+        e, v = line.split()
+        per_lane[int(e)].append(int(v))
+    taps = GoldenModel(model).forward(np.array([ids[:length]]), None, np.array([types[:length]]), taps=True).taps
+    block, blocks, bad = n * h, 0, []
+    turns = -(-int(model.members) // lanes)
+    for e in range(lanes):
+        mine = [mm for mm in range(e, int(model.members), lanes)]
+        want_len = len(mine) * (layers + 1) * block
+        if len(per_lane[e]) != want_len:
+            bad.append(f"lane {e}: {len(per_lane[e])} activation writes, expected {want_len} ({turns} turn(s))")
+            continue
+        for t, mm in enumerate(mine):
+            names = [f"m{mm}.emb.ln"] + [f"m{mm}.l{li}.ffn_ln" for li in range(layers)]
+            for k, name in enumerate(names):
+                at = (t * (layers + 1) + k) * block
+                got = np.array(per_lane[e][at:at + block]).reshape(n, h)[:length]
+                want = np.asarray(taps[name][0])
+                blocks += 1
+                if not np.array_equal(got, want):
+                    bad.append(f"member {mm} {name}: {int((got != want).sum())} of {got.size} codes differ")
+    return blocks, bad
+
 
 async def put(dut, name, beats, idle, rng):
     """Drive ``beats`` on stream ``name`` (bubbles with probability ``idle``); returns the cycle
@@ -370,6 +457,7 @@ async def inference(dut):
 
     M, L = spec.members, spec.labels
     count = M * L + L
+    taps = open("accel_taps.txt")       # the wrapper's activation-buffer log (opened at time 0)
     corrupt = cfg.get("corrupt_expected")
     reports, failures, beat_index = [], [], 0
     for j, job in enumerate(cfg["jobs"]):
@@ -395,6 +483,7 @@ async def inference(dut):
             if at_reset["running"] != 1 or dut.running.value != 0:
                 failures.append(f"reset: not running before ({at_reset}) or still running after")
             reports.append(dict(job=j, reset=True, at_reset=at_reset))
+            taps.readlines()        # the interrupted inference's writes (flushed in reset)
             await RisingEdge(dut.clk)
             continue
         outs, final = await collect(dut, count, job.get("stall", 0.0), rng, codec)
@@ -418,6 +507,9 @@ async def inference(dut):
         mismatches = [(i, w, g) for i, (w, g) in enumerate(zip(want_beats, got)) if w != g]
         measured = final - accept
         bad = _counter_checks(spec, lay, counters, n, measured, reads, acc.lanes)
+        tap_blocks, tap_bad = tap_failures(model, acc.lanes, ids, types, length, taps.readlines())
+        if int(dut.error.value):
+            bad.append("a weight prefetch saw a request out of sequence (error)")
         stall = job.get("stall", 0.0)
         if stall == 0 and counters["out_wait"] != 0:
             bad.append(f"out_wait {counters['out_wait']} without backpressure")
@@ -425,7 +517,8 @@ async def inference(dut):
                    member_logits=[[o["logit"] for o in outs[mm * L:(mm + 1) * L]] for mm in range(M)],
                    logits=[o["logit"] for o in outs[M * L:]], pred=outs[-1]["pred"] if outs else None,
                    want_member_logits=want["member_logits"].tolist(), want_logits=want["logits"].tolist(),
-                   want_pred=want["pred"], agree=not mismatches, mismatches=len(mismatches),
+                   want_pred=want["pred"], agree=not mismatches and not tap_bad, mismatches=len(mismatches),
+                   taps_checked=tap_blocks, tap_failures=tap_bad,
                    counters=counters, measured=measured, mem_reads=reads, sim_seconds=round(sim_s, 3),
                    cycles_per_second=round(measured / max(sim_s, 1e-9)), counter_failures=bad)
         if cfg["check_cycles"] and stall == 0:
@@ -441,11 +534,14 @@ async def inference(dut):
         reports.append(rep)
         if mismatches:
             failures.append(f"job {j}: {len(mismatches)} mismatches; first (index, want, got): {mismatches[0]}")
+        if tap_bad:
+            failures.append(f"job {j}: layer taps: {tap_bad[:3]}")
         if bad:
             failures.append(f"job {j}: counters: {bad}")
         await RisingEdge(dut.clk)
     if int(dut.mem_error.value):
         failures.append("memory model: a read outside the image or a queue overflow")
+    taps.close()
     if cfg.get("report"):
         Path(cfg["report"]).write_text(json.dumps(dict(jobs=reports, failures=failures), indent=1))
     if cfg["strict"]:

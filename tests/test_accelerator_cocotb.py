@@ -24,7 +24,7 @@ MODELS = {
 }
 #: ensemble-parallel lanes and weight-prefetch words per model (default 1, 0)
 LANES = {"other": 2, "shipped": 2}
-PREFETCH = {"other": 64, "shipped": 4096}
+PREFETCH = {"other": 1024, "shipped": 4096}
 #: the shipped checkpoint in the demo configuration (docs/results-hw.md): P x S = 2 x 32, 16-bit words, 16 tokens
 SHIPPED = ("checkpoints/sst2-bebert-w1a1-m2.safetensors", 2, 32, 16, 16)
 
