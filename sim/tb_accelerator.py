@@ -339,41 +339,6 @@ def _counter_checks(spec, lay, c: dict, n: int, measured: int, reads: int, lanes
 
 
 
-# --------------------------------------------------------------------------- cocotb side
-
-def tap_failures(model, lanes: int, ids, types, length: int, lines) -> tuple[int, list[str]]:
-    """Compare one inference's activation-buffer writes (``"lane code"`` lines of the wrapper's
-    ``accel_taps.txt``) with the golden model's taps: per member (lane ``m % E``, its ``m // E``-th turn) the
-    embedding LayerNorm output (``m<k>.emb.ln``) and every layer's output (``m<k>.l<l>.ffn_ln``), the real
-    tokens' rows of the ``n`` computed. Returns ``(blocks compared, failures)``."""
-    from ..golden.infer import GoldenModel
-
-    n, h, layers = len(ids), model.dims["hidden_size"], model.dims["num_layers"]
-    per_lane = [[] for _ in range(lanes)]
-    for line in lines:
-        e, v = line.split()
-        per_lane[int(e)].append(int(v))
-    taps = GoldenModel(model).forward(np.array([ids[:length]]), None, np.array([types[:length]]), taps=True).taps
-    block, blocks, bad = n * h, 0, []
-    turns = -(-int(model.members) // lanes)
-    for e in range(lanes):
-        mine = [mm for mm in range(e, int(model.members), lanes)]
-        want_len = len(mine) * (layers + 1) * block
-        if len(per_lane[e]) != want_len:
-            bad.append(f"lane {e}: {len(per_lane[e])} activation writes, expected {want_len} ({turns} turn(s))")
-            continue
-        for t, mm in enumerate(mine):
-            names = [f"m{mm}.emb.ln"] + [f"m{mm}.l{li}.ffn_ln" for li in range(layers)]
-            for k, name in enumerate(names):
-                at = (t * (layers + 1) + k) * block
-                got = np.array(per_lane[e][at:at + block]).reshape(n, h)[:length]
-                want = np.asarray(taps[name][0])
-                blocks += 1
-                if not np.array_equal(got, want):
-                    bad.append(f"member {mm} {name}: {int((got != want).sum())} of {got.size} codes differ")
-    return blocks, bad
-
-
 async def put(dut, name, beats, idle, rng):
     """Drive ``beats`` on stream ``name`` (bubbles with probability ``idle``); returns the cycle
     (``tb_cycle``) of the last transfer."""
