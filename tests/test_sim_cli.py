@@ -120,7 +120,8 @@ def test_tiny_run_through_the_cli(capsys, tiny_file, tmp_path):
         assert key in res, key
     assert res["sequences_checked"] == 2 and res["mismatches"] == 0
     assert res["cycles"] == rep["sentences"][0]["counters"]["cycles"]
-    assert results_main([str(out), "--out", str(tmp_path / "hw.json"), "--md"]) == 0
+    assert results_main([str(out), "--out", str(tmp_path / "hw.json"), "--md", "--plot", str(tmp_path / "hw.png")]) == 0
+    assert (tmp_path / "hw.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert json.loads((tmp_path / "hw.json").read_text())["command"] == rep["command"]
     assert "| 8 x 16 | 2 | 256 | 5 |" in capsys.readouterr().out
     assert [s["tokens"] for s in rep["sentences"]] == [["[CLS]", "a", "good", "movie", "[SEP]"],
