@@ -22,6 +22,9 @@ examples:
 The figures are an analytic model (golden/schedule.py), not a simulation: 'ideal' is binary MACs
 over P*S per cycle, 'weight floor' the weight bits over the memory bandwidth; the estimate runs
 the schedule op by op. Verilator cycle counts are the measurement it must be checked against.
+For a W1A1 deployment file the table adds 'RTL model': golden.accelerator.expected_cycles, the
+cycle model of the accelerator as built (hw/accelerator.py, with --lanes, --prefetch, --word-bits
+and --latency), checked against Verilator to within a few percent (docs/results-hw.md).
 """
 
 
@@ -46,6 +49,11 @@ def add_perf_parser(subparsers) -> argparse.ArgumentParser:
     g.add_argument("--attn-kb", type=int, default=d.attn_kb, help="Bi-Attention keys per cycle (default: %(default)s)")
     g.add_argument("--vector-lanes", type=int, default=d.vector_lanes, help="vector units (default: %(default)s)")
     g.add_argument("--fmax", type=float, default=d.fmax_mhz, help="clock in MHz for the time column (default: %(default)s)")
+    r = p.add_argument_group("the RTL model (W1A1 deployment files)")
+    r.add_argument("--prefetch", type=int, default=4096, help="weight prefetch words per lane, 0 for none "
+                                                                "(default: %(default)s)")
+    r.add_argument("--word-bits", type=int, default=16, help="memory word width (default: %(default)s)")
+    r.add_argument("--latency", type=int, default=8, help="memory read latency in cycles (default: %(default)s)")
     p.add_argument("--json", type=Path, help="write the full results (every op) as JSON")
     p.add_argument("--md", type=Path, help="write the summary as a Markdown table")
     p.set_defaults(func=run_perf)
@@ -55,14 +63,18 @@ def add_perf_parser(subparsers) -> argparse.ArgumentParser:
 def markdown(results: list[dict], command: str) -> str:
     """Summary table: one row per sequence length."""
     lines = [f"Command: `{command}` (analytic model, `golden/schedule.py`)", "",
-             "| model | tokens | members | lanes | ideal | weight floor | estimate | x floor | bound | us at fmax |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+             "| model | tokens | members | lanes | ideal | weight floor | estimate | x floor | bound | us at fmax "
+             "| RTL model | RTL x max(ideal, floor) |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in results:
         m = r["model"]
         name = f"L{m['num_layers']}-H{m['hidden_size']}"
+        rtl = r.get("rtl_cycles")
+        rtl_cols = (f"{rtl:,.0f} | {rtl / max(r['ideal_cycles'], r['weight_floor_cycles']):.3f}" if rtl is not None
+                    else "- | -")
         lines.append(f"| {name} | {r['tokens']} | {r['members']} | {r['hw']['lanes']} | {r['ideal_cycles']:,.0f} | "
                      f"{r['weight_floor_cycles']:,.0f} | {r['estimated_cycles']:,.0f} | {r['ratio_to_floor']:.2f} | "
-                     f"{r['bound']} | {r['microseconds']:,.0f} |")
+                     f"{r['bound']} | {r['microseconds']:,.0f} | {rtl_cols} |")
     return "\n".join(lines) + "\n"
 
 
@@ -72,6 +84,7 @@ def run_perf(args: argparse.Namespace) -> int:
 
     config = args.model
     members = args.members
+    model = None
     if args.model not in PRESETS:
         if not Path(args.model).is_file():
             raise ValueError(f"--model {args.model!r} is neither a preset ({', '.join(PRESETS)}) nor a file")
@@ -84,6 +97,18 @@ def run_perf(args: argparse.Namespace) -> int:
     hw = HwParams(p=args.p, s=args.s, lanes=args.lanes, bits_per_cycle=args.bits_per_cycle, batch=args.batch,
                   attn_kb=args.attn_kb, vector_lanes=args.vector_lanes, fmax_mhz=args.fmax)
     results = [performance(config, n, hw, members) for n in args.tokens]
+    if model is not None and model.config.get("backbone", "w1a1") == "w1a1" and args.members is None:
+        from .accelerator import AccelSpec, expected_cycles
+
+        if args.prefetch < 0 or args.prefetch == 1 or args.latency < 1:
+            raise ValueError("--prefetch must be 0 or at least 2 words and --latency at least 1")
+        if not 1 <= args.lanes <= members:
+            raise ValueError(f"--lanes must be 1..{members} (the file's members) for the RTL model")
+        spec = AccelSpec.from_int_model(model, args.p, args.s, args.word_bits)
+        for r in results:
+            if r["tokens"] <= spec.max_len:
+                r["rtl_cycles"] = expected_cycles(spec, r["tokens"], args.bits_per_cycle, args.latency - 1,
+                                                  lanes=args.lanes, prefetch=args.prefetch > 0)
     command = "bebert " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     table = markdown(results, command)
     print(table, end="")

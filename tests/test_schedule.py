@@ -75,3 +75,25 @@ def test_perf_cli(tmp_path, capsys):
     assert md.read_text() in out and "| L2-H128 | 32 | 2 | 2 |" in out
     assert main(["perf", "--model", "no-such-model"]) == 1
     assert "neither a preset" in capsys.readouterr().err
+
+
+def test_perf_cli_rtl_model(tmp_path, capsys):
+    """For a W1A1 deployment file, ``bebert perf`` adds the accelerator's own cycle model (the one the
+    Verilator runs are checked against), with its lanes and prefetch."""
+    import json
+    from pathlib import Path
+
+    from bebert.cli import main
+    from bebert.golden.accelerator import AccelSpec, expected_cycles
+    from bebert.golden.format import load_int_model
+
+    ckpt = Path(__file__).resolve().parents[1] / "checkpoints" / "sst2-bebert-w1a1-m2.safetensors"
+    js = tmp_path / "perf.json"
+    assert main(["perf", "--model", str(ckpt), "--tokens", "10", "--p", "2", "--s", "32", "--lanes", "2",
+                 "--json", str(js)]) == 0
+    r = json.loads(js.read_text())["results"][0]
+    spec = AccelSpec.from_int_model(load_int_model(ckpt), 2, 32, 16)
+    assert r["rtl_cycles"] == expected_cycles(spec, 10, 12.8, 7, lanes=2, prefetch=True)
+    assert f"| {r['rtl_cycles']:,.0f} |" in capsys.readouterr().out
+    assert main(["perf", "--model", str(ckpt), "--tokens", "10", "--lanes", "3"]) == 1
+    assert "--lanes must be 1..2" in capsys.readouterr().err
