@@ -69,6 +69,12 @@ def add_parser(sub) -> None:
     q.add_argument("--workdir", type=Path, help="keep the tool files here (default: a temp folder)")
     q.add_argument("-o", "--output", help="write the report to this JSON file (and a .md beside it)")
     q.set_defaults(func=run_pe_array)
+    from . import accelerator as accel_mod
+
+    a = blocks.add_parser("accelerator", help="the whole accelerator of a deployment file (default: the shipped one)",
+                          description=accel_mod.__doc__.split("\n\n", 1)[0])
+    accel_mod.add_arguments(a)
+    a.set_defaults(func=accel_mod.run)
     b = blocks.add_parser("blocks", help="the threshold/sign, Bi-Attention, vector and weight-fetch units",
                           description=blocks_mod.DESCRIPTION)
     blocks_mod.add_arguments(b)

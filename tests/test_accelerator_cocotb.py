@@ -191,3 +191,16 @@ def test_shipped_checkpoint(shipped):
     jobs[1].update(stall=0.5)
     done = _ok(shipped.run(jobs, "shipped", latency=8, bits_per_cycle=12.8, check_cycles=True, seed=7))
     assert len(done) == 3
+    assert any(j["length"] < j["n"] for j in done) and all(j["taps_checked"] == 14 for j in done)
+
+
+@pytest.mark.slow
+def test_shipped_checkpoint_reset_in_the_middle(shipped):
+    """A reset 700,000 cycles into an inference of the shipped checkpoint (inside layer 1 or 2), then a correct
+    inference: every layer tap and logit exact."""
+    rng = np.random.default_rng(16)
+    jobs = shipped.jobs(rng, 2, pad=False)
+    rep = shipped.run(jobs, "shipped_reset", latency=8, bits_per_cycle=12.8, reset_after=700_000, seed=8)
+    first = rep["jobs"][0]
+    assert first["reset"] and first["at_reset"]["running"] == 1 and first["at_reset"]["cycles"] > 600_000, first
+    assert len(_ok(rep)) == 1
