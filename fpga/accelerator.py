@@ -17,8 +17,7 @@ from amaranth.hdl import Cat, Module
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
-from ..atomic import write_json_atomic, write_text_atomic
-from .synth import DEVICES, RegisteredWrapper, synth_ecp5
+from .synth import DEVICES, RegisteredWrapper, save_report, synth_ecp5
 
 __all__ = ["AccelTop", "synth_accelerator", "markdown", "add_arguments", "run"]
 
@@ -120,8 +119,5 @@ def run(args) -> int:
     print(f"LUT4 {row['lut4']} ({row['lut4_share']:.0%})  FF {row['ff']}  EBR {row['ebr']}  MULT18 {row['mult18']}  "
           f"Fmax {row['fmax_mhz']} MHz")
     if args.output:
-        out = Path(args.output)
-        write_json_atomic(out, row)
-        write_text_atomic(out.with_suffix(".md"), markdown(row))
-        print(f"wrote {out} and {out.with_suffix('.md')}")
+        save_report(args.output, row, markdown(row))
     return 0

@@ -6,9 +6,8 @@ import shlex
 import sys
 from pathlib import Path
 
-from ..atomic import write_json_atomic, write_text_atomic
 from . import blocks as blocks_mod
-from .synth import DEVICES, synth_pe_array
+from .synth import DEVICES, save_report, synth_pe_array
 
 GOAL_MHZ = 125.0
 GOAL_LUT4_PER_BIT = 3.7
@@ -44,10 +43,7 @@ def run_pe_array(args) -> int:
     print(f"LUT4 {row['lut4']}  FF {row['ff']}  EBR {row['ebr']}  Fmax {row['fmax_mhz']} MHz  "
           f"LUT4/bit {row['lut4_per_bit']}")
     if args.output:
-        out = Path(args.output)
-        write_json_atomic(out, row)
-        write_text_atomic(out.with_suffix(".md"), markdown(row))
-        print(f"wrote {out} and {out.with_suffix('.md')}")
+        save_report(args.output, row, markdown(row))
     return 0
 
 

@@ -193,3 +193,13 @@ def synth_pe_array(p: int, s: int, max_k: int | None = None, *, max_shift: int =
     row.update({"device": device, "target_mhz": target_mhz, "yosys_cells": res.yosys_cells,
                 "synth_seconds": res.synth_seconds, "pnr_seconds": res.pnr_seconds})
     return row
+
+
+def save_report(output, row: dict, md: str) -> None:
+    """Write a synthesis ``row`` to the JSON file ``output`` and ``md`` beside it (``.md``), atomically."""
+    from ..atomic import write_json_atomic, write_text_atomic
+
+    out = Path(output)
+    write_json_atomic(out, row)
+    write_text_atomic(out.with_suffix(".md"), md)
+    print(f"wrote {out} and {out.with_suffix('.md')}")
