@@ -367,7 +367,7 @@ class Accelerator(wiring.Component):
         with m.If(phase == DONE):
             enter(IDLE)
         for ln in lanes:
-            ln["reset"]()
+            ln["clear_phase"]()
 
         # ------------------------------------------------------------------ counters
         with m.If(accept):
@@ -746,7 +746,7 @@ class Accelerator(wiring.Component):
             with m.If(hstate == 5):
                 m.d.comb += fin.eq(1)
 
-        def reset():
+        def clear_phase():
             # after the sequencer's statements: a phase change wins over the lane's own updates
             with m.If(entering):
                 m.d.sync += [rq.eq(0), cc.eq(0), tq_i.eq(0), cstate.eq(0), hstate.eq(0), a_ptr.eq(0), done.eq(0)]
@@ -756,7 +756,7 @@ class Accelerator(wiring.Component):
         return dict(on=on, done=done, fin=fin, loading=loading, enc=enc, enc_fin=enc_fin, pop=pop, logit=logit,
                     error=pf_error,
                     ew=ew, req_valid=req_valid, req_addr=req_addr, req_ready=req_ready, rsp_valid=rsp_valid,
-                    rsp_data=rsp_data, rsp_ready=rsp_ready, reset=reset)
+                    rsp_data=rsp_data, rsp_ready=rsp_ready, clear_phase=clear_phase)
 
 
 def _tree_sum(terms):
