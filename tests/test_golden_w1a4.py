@@ -31,7 +31,9 @@ from bebert.model.intops import (
     softmax_exp_table,
 )
 from bebert.model.quant import LSQ_MIN_STEP, LSQQuantizer
-from bebert.model.student import BinaryBertForSequenceClassification, Ensemble
+from bebert.model.student import BinaryBertForSequenceClassification
+
+from test_golden_model import _torch_logits  # the ensemble's logits as integer codes
 
 torch.set_num_threads(1)
 
@@ -240,13 +242,6 @@ def _members(cfg, count, seed=0):
     return members
 
 
-def _torch_codes(members, weights, ids, mask, types):
-    ens = Ensemble(members, weights, members[0].config.fixed_point).eval()
-    with torch.no_grad():
-        out = ens(torch.as_tensor(ids), torch.as_tensor(mask), torch.as_tensor(types)).logits
-    return np.round(out.double().numpy() * 2.0 ** members[0].config.fixed_point.logits.frac).astype(np.int64)
-
-
 def _golden(members, weights):
     tensors, meta = export_members(members, weights)
     return GoldenModel(IntModel(meta, tensors)), tensors, meta
@@ -268,7 +263,7 @@ def test_golden_logits_equal_fake_quant(tws, layers, count):
     for seed in (0, 1):
         ids, mask, types = _batch(cfg, b=7, seed=seed)
         out = golden.forward(ids, mask, types)
-        want = _torch_codes(members, weights, ids, mask, types)
+        want = _torch_logits(members, weights, ids, mask, types)
         assert (out.logits == want).all()
         assert np.abs(out.logits).max() > 8  # not a trivially small model
 
@@ -296,7 +291,7 @@ def test_trained_split_model_is_bit_exact():
     assert all(g is not None for g in steps)  # LSQ steps learn through the exact forward
     golden, _, _ = _golden([model], [1.0])
     ids, mask, types = _batch(model.config, b=6, seed=24)
-    assert (golden.forward(ids, mask, types).logits == _torch_codes([model], [1.0], ids, mask, types)).all()
+    assert (golden.forward(ids, mask, types).logits == _torch_logits([model], [1.0], ids, mask, types)).all()
 
 
 def test_odd_sizes_and_tensor_scale():
@@ -305,7 +300,7 @@ def test_odd_sizes_and_tensor_scale():
     members = _members(cfg, 2, seed=11)
     golden, _, _ = _golden(members, [1.0, 1.0])
     ids, mask, types = _batch(cfg, b=5, seed=4)
-    assert (golden.forward(ids, mask, types).logits == _torch_codes(members, [1.0, 1.0], ids, mask, types)).all()
+    assert (golden.forward(ids, mask, types).logits == _torch_logits(members, [1.0, 1.0], ids, mask, types)).all()
 
 
 def test_padding_does_not_change_results(tws_pair):
@@ -386,7 +381,7 @@ def test_file_roundtrip_version_2_and_errors(tws_pair, tmp_path):
     assert s["format_version"] == 2 and s["backbone"] == "w1a4" and s["tws"] and s["act_bits"] == 4
     assert "dot_scale" in s["formats"]
     ids, mask, types = _batch(members[0].config, b=3, n=10, seed=8)
-    assert (GoldenModel(model).forward(ids, mask, types).logits == _torch_codes(members, weights, ids, mask,
+    assert (GoldenModel(model).forward(ids, mask, types).logits == _torch_logits(members, weights, ids, mask,
                                                                                  types)).all()
     bad = tmp_path / "bad.safetensors"
 
@@ -447,7 +442,7 @@ def test_export_errors_for_w1a4():
     golden, tensors, _ = _golden(members, [1.0])
     assert tensors["member.0.layer.0.attn.prob_step"].tolist() == [1, 20]
     ids, mask, types = _batch(cfg, b=3, seed=5)
-    assert (golden.forward(ids, mask, types).logits == _torch_codes(members, [1.0], ids, mask, types)).all()
+    assert (golden.forward(ids, mask, types).logits == _torch_logits(members, [1.0], ids, mask, types)).all()
     with pytest.raises(IntModelError, match="different configs"):
         export_members([_members(cfg, 1)[0], _members(_cfg(vocab_size=100, num_layers=1, tws=True), 1)[0]], [1, 1])
 
@@ -501,4 +496,4 @@ def test_cli_export_and_inspect_show_the_backbone(tws_pair, tmp_path, capsys):
     assert "bebert-int v2" in text and "w1a4 (4-bit activations, TWS" in text and "attn.prob_step" in text
     ids, mask, types = _batch(members[0].config, b=3, n=9, seed=12)
     assert (GoldenModel(load_int_model(path)).forward(ids, mask, types).logits
-            == _torch_codes(members, weights, ids, mask, types)).all()
+            == _torch_logits(members, weights, ids, mask, types)).all()
