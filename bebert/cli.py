@@ -23,6 +23,7 @@ BEBERT: binary ensemble BERT from PyTorch training to an FPGA accelerator.
   bebert train / eval      train and evaluate teachers, binary students and BEBERT ensembles
   bebert export / inspect  integer deployment file from a checkpoint, and its summary
   bebert perf              cycle estimate of an inference: ideal, weight-stream floor, per op
+  bebert bench             accelerator cycles beside torch, onnxruntime, golden and bit-packed CPU latency
 """
 
 
@@ -43,7 +44,8 @@ def build_parser() -> argparse.ArgumentParser:
     # Subcommands of packages that provide them (import errors inside them are real errors).
     for module, adders in (("bebert.model.cli", ("add_train_parser", "add_eval_parser")),
                            ("bebert.golden.cli", ("add_export_parser", "add_inspect_parser")),
-                           ("bebert.golden.perf", ("add_perf_parser",))):
+                           ("bebert.golden.perf", ("add_perf_parser",)),
+                           ("bebert.golden.bench_cli", ("add_bench_parser",))):
         if importlib.util.find_spec(module) is None:
             continue
         mod = importlib.import_module(module)

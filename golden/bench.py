@@ -25,7 +25,7 @@ import time
 
 import numpy as np
 
-__all__ = ["bench_golden", "bench_teacher", "main"]
+__all__ = ["bench_golden", "bench_teacher", "teacher_model", "main"]
 
 
 def _rate(fn, batch: int, seconds: float) -> float:
@@ -73,17 +73,24 @@ def bench_golden(cfg, lengths, batch: int, seconds: float, seed: int = 0, thread
     return out
 
 
-def bench_teacher(hf, cfg, lengths, batch: int, seconds: float, seed: int = 0) -> dict[int, float]:
-    """FP32 teacher sequences per second at each length."""
-    import torch
-
+def teacher_model(hf, cfg):
+    """The FP32 teacher: ``hf`` (from :func:`_config`), or, without MiniLM installed, a randomly
+    initialized ``BertForSequenceClassification`` of ``cfg``'s dimensions (the same speed)."""
     if hf is None:
         import transformers
 
         hf = transformers.BertForSequenceClassification(transformers.BertConfig(
             vocab_size=cfg.vocab_size, hidden_size=cfg.hidden_size, num_hidden_layers=cfg.num_layers,
             num_attention_heads=cfg.num_heads, intermediate_size=cfg.ffn_size,
-            max_position_embeddings=cfg.max_len, num_labels=cfg.num_labels)).eval()
+            max_position_embeddings=cfg.max_len, num_labels=cfg.num_labels))
+    return hf.eval()
+
+
+def bench_teacher(hf, cfg, lengths, batch: int, seconds: float, seed: int = 0) -> dict[int, float]:
+    """FP32 teacher sequences per second at each length."""
+    import torch
+
+    hf = teacher_model(hf, cfg)
     g = torch.Generator().manual_seed(seed)
     out = {}
     for n in lengths:
