@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import importlib.util
+import os
 import sys
 
 from . import __version__
@@ -24,6 +25,7 @@ BEBERT: binary ensemble BERT from PyTorch training to an FPGA accelerator.
   bebert export / inspect  integer deployment file from a checkpoint, and its summary
   bebert perf              cycle estimate of an inference: ideal, weight-stream floor, per op
   bebert bench             accelerator cycles beside torch, onnxruntime, golden and bit-packed CPU latency
+  bebert faults MODEL      accuracy under random bit flips (weights, thresholds, activations), golden model
 """
 
 
@@ -45,7 +47,8 @@ def build_parser() -> argparse.ArgumentParser:
     for module, adders in (("bebert.model.cli", ("add_train_parser", "add_eval_parser")),
                            ("bebert.golden.cli", ("add_export_parser", "add_inspect_parser")),
                            ("bebert.golden.perf", ("add_perf_parser",)),
-                           ("bebert.golden.bench_cli", ("add_bench_parser",))):
+                           ("bebert.golden.bench_cli", ("add_bench_parser",)),
+                           ("bebert.golden.faults", ("add_faults_parser",))):
         if importlib.util.find_spec(module) is None:
             continue
         mod = importlib.import_module(module)
@@ -61,11 +64,22 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     try:
-        return int(args.func(args) or 0)
+        code = int(args.func(args) or 0)
+        sys.stdout.flush()  # a closed pipe shows here, not at exit
+        return code
     except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
+        print(f"bebert {args.command}: interrupted (files being written are removed)", file=sys.stderr)
         return 130
-    except (ValueError, FileNotFoundError, RuntimeError) as exc:
+    except BrokenPipeError:
+        # the reader of the output went away (``bebert inspect x | head``): stop quietly, as Unix tools do
+        try:
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        except (OSError, ValueError):
+            pass
+        return 141
+    except (ValueError, OSError, RuntimeError) as exc:  # OSError: FileNotFoundError, no space left, ...
+        if isinstance(exc, OSError) and exc.strerror and not isinstance(exc, FileNotFoundError):
+            exc = f"{exc.filename}: {exc.strerror}" if exc.filename else exc.strerror
         print(f"bebert {args.command}: error: {exc}", file=sys.stderr)
         return 1
 

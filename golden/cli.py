@@ -100,7 +100,10 @@ def run_export(args: argparse.Namespace) -> int:
     from .export import export_checkpoint
     from .format import IntModelError
 
+    from bebert.atomic import check_output_file
+
     try:
+        check_output_file(args.output, "--output")
         summary = export_checkpoint(args.checkpoint, args.output)
     except (IntModelError, ValueError, FileNotFoundError, KeyError) as e:
         return _error(str(e))

@@ -395,14 +395,19 @@ def save_int_model(path: str | os.PathLike, tensors: dict[str, np.ndarray], meta
     model = IntModel(meta, tensors)  # refuse to write an inconsistent model
     data = save({k: np.ascontiguousarray(v) for k, v in tensors.items()}, metadata={
         "format": FORMAT, "format_version": str(model.version), "bebert": json.dumps(meta, sort_keys=True)})
-    with atomic_path(path) as tmp:
-        with open(tmp, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # a temporary file is private; the model file is not
+    try:
+        with atomic_path(path) as tmp:
+            with open(tmp, "wb") as fh:
+                fh.write(data)
+                fh.flush()
+                os.fsync(fh.fileno())
+            umask = os.umask(0)
+            os.umask(umask)
+            os.chmod(tmp, 0o666 & ~umask)  # a temporary file is private; the model file is not
+    except OSError as e:  # disk full, permissions ...: name the file (the temporary file is gone)
+        if e.errno is None or e.filename is not None:
+            raise
+        raise OSError(e.errno, e.strerror, str(path)) from None
 
 
 def load_int_model(path: str | os.PathLike) -> IntModel:
@@ -420,6 +425,8 @@ def load_int_model(path: str | os.PathLike) -> IntModel:
     from safetensors.numpy import load
 
     path = Path(path)
+    if path.is_dir():
+        raise IntModelError(f"{path} is a folder, not an integer model file (bebert export writes one)")
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such integer model file")
     raw = path.read_bytes()

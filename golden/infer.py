@@ -146,6 +146,11 @@ class GoldenModel:
         else:
             self.members = [_Member(model.member(m), self.dims["num_layers"]) for m in range(model.members)]
 
+    #: Packs a W1A1 member's binary activations into words: every activation buffer (layer inputs, Q/K/V,
+    #: attention and context bits, FFN bits, the pooler's input) goes through it once.
+    #: :class:`bebert.golden.faults.FaultyGolden` overrides it to flip bits in those buffers.
+    _pack_activations = staticmethod(pack_rows)
+
     # ---------------------------------------------------------------------------------- checks
     def _check(self, ids, mask, types):
         d = self.dims
@@ -260,6 +265,7 @@ class GoldenModel:
 
     def _member(self, m: int, mem: _Member, ids, valid, types, tp) -> np.ndarray:
         d, f = self.dims, self.fmt
+        pack_rows = self._pack_activations  # the activation buffers' packer (see above)
         b, n = ids.shape
         h, heads = d["hidden_size"], d["num_heads"]
         hd = h // heads

@@ -77,10 +77,33 @@ def markdown(results: list[dict], command: str) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _check_args(args: argparse.Namespace) -> None:
+    """``ValueError`` naming the option for a hardware or model parameter out of range."""
+    for name in ("p", "s", "lanes", "batch", "attn_kb", "vector_lanes", "word_bits", "latency"):
+        v = getattr(args, name)
+        if v < 1:
+            raise ValueError(f"--{name.replace('_', '-')} must be a positive integer, not {v}")
+    for name in ("bits_per_cycle", "fmax"):
+        v = getattr(args, name)
+        if not v > 0:  # NaN too
+            raise ValueError(f"--{name.replace('_', '-')} must be positive, not {v}")
+    if args.members is not None and args.members < 1:
+        raise ValueError(f"--members must be a positive integer, not {args.members}")
+    bad = [n for n in args.tokens if n < 1]
+    if bad:
+        raise ValueError(f"--tokens must be positive integers, not {bad[0]}")
+    if args.prefetch < 0 or args.prefetch == 1:
+        raise ValueError(f"--prefetch must be 0 (none) or at least 2 words, not {args.prefetch}")
+
+
 def run_perf(args: argparse.Namespace) -> int:
     """Handler of ``bebert perf``."""
-    from bebert.atomic import write_json_atomic, write_text_atomic
+    from bebert.atomic import check_output_file, write_json_atomic, write_text_atomic
 
+    _check_args(args)
+    for option in ("json", "md"):
+        if getattr(args, option) is not None:
+            check_output_file(getattr(args, option), f"--{option}")
     config = args.model
     members = args.members
     model = None

@@ -296,6 +296,12 @@ def run_eval(args: argparse.Namespace) -> int:
 
         torch.set_num_threads(args.threads)
     try:
+        if not Path(args.checkpoint).exists():
+            raise FileNotFoundError(f"{args.checkpoint}: no such checkpoint folder or deployment file")
+        if args.output:
+            from bebert.atomic import check_output_file
+
+            check_output_file(args.output, "--output")
         if Path(args.checkpoint).is_file():
             # an integer deployment file: scored by the golden model (import here: model/ does not
             # depend on golden/, only this command does)

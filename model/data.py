@@ -24,6 +24,7 @@ the middle of a file) raises :class:`DataFormatError` whose message names the fi
 
 from __future__ import annotations
 
+import io
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,6 +41,7 @@ __all__ = [
     "read_examples",
     "split_path",
     "load_tokenizer",
+    "count_vocab",
     "EncodedDataset",
     "encode_examples",
     "collate",
@@ -247,6 +249,27 @@ def load_tokenizer(vocab_path: str | os.PathLike, max_len: int, lowercase: bool 
     tok.enable_truncation(max_length=max_len)
     tok.no_padding()
     return tok
+
+
+def count_vocab(vocab_path: str | os.PathLike) -> int:
+    """Entries (lines) of a WordPiece ``vocab.txt``.
+
+    Raises
+    ------
+    FileNotFoundError
+        If the file does not exist.
+    DataFormatError
+        If it is not UTF-8 text (naming the line).
+    """
+    path = Path(vocab_path)
+    if not path.is_file():
+        raise FileNotFoundError(f"Vocabulary file {path} not found")
+    raw = path.read_bytes()
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise DataFormatError(path, raw[: e.start].count(b"\n") + 1, f"not valid UTF-8 ({e.reason})") from None
+    return sum(1 for _ in io.StringIO(text, newline=None))  # lines as a text-mode file counts them
 
 
 class EncodedDataset:

@@ -18,7 +18,7 @@ import shutil
 import time
 from pathlib import Path
 
-from ..atomic import atomic_path
+from ..atomic import atomic_path, check_output_file
 
 #: Class names of tasks whose labels are indices (the data files hold ``0`` / ``1``).
 LABEL_NAMES = {"sst2": ("negative", "positive"), "sst2sentences": ("negative", "positive")}
@@ -55,11 +55,20 @@ def _check_args(args) -> None:
             raise ValueError(f"--{name.replace('_', '-')} must be a positive integer, not {v}")
     if not args.bits_per_cycle > 0:
         raise ValueError(f"--bits-per-cycle must be positive, not {args.bits_per_cycle}")
+    if args.prefetch is not None and (args.prefetch < 0 or args.prefetch == 1):
+        raise ValueError(f"--prefetch must be 0 (none) or at least 2 words, not {args.prefetch}")
     if not args.text:
         raise ValueError("give at least one sentence with --text")
     for i, t in enumerate(args.text):
+        try:
+            t.encode("utf-8")
+        except UnicodeEncodeError:   # undecodable bytes of the command line arrive as lone surrogates
+            raise ValueError(f"--text number {i + 1} is not valid UTF-8") from None
         if not t.strip():
             raise ValueError(f"--text number {i + 1} is empty")
+    for option in ("json", "wave"):
+        if getattr(args, option, None):
+            check_output_file(getattr(args, option), f"--{option}")
 
 
 def load_model(path):
@@ -81,13 +90,13 @@ def load_model(path):
 
 def tokenize(model, texts, max_tokens: int, truncate: bool, vocab=None):
     """``[(tokens, ids, types, notice)]`` per text (WordPiece, ``[CLS] text [SEP]``)."""
-    from ..model.data import load_tokenizer
+    from ..model.data import count_vocab, load_tokenizer
     from ..model.teacher import default_base_model, vocab_path_of
 
     vocab_file = Path(vocab) if vocab is not None else vocab_path_of(default_base_model())
     if not vocab_file.is_file():
         raise FileNotFoundError(f"vocabulary {vocab_file} not found")
-    n_vocab = sum(1 for _ in vocab_file.open(encoding="utf-8"))
+    n_vocab = count_vocab(vocab_file)
     want = int(model.dims["vocab_size"])
     if n_vocab != want:
         raise ValueError(f"{vocab_file} has {n_vocab} entries but the model's vocabulary has {want}; "
