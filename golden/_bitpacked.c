@@ -27,6 +27,7 @@
 #include <immintrin.h>
 #endif
 
+/* BEGIN CDEF: the interface; golden/bitpacked.py hands this block to cffi's cdef (no preprocessor lines). */
 typedef struct {
     int64_t hidden, heads, head_dim, ffn, layers, max_len;
     int64_t nw_h, nw_f, p_qkv, p_h, p_f; /* words per H / F vector; padded rows of each weight */
@@ -57,6 +58,18 @@ typedef struct {
     const int64_t *emb_ln_g; const int64_t *emb_ln_b;
     const bb_layer *layers;
 } bb_member;
+
+int bb_has_avx2(void);
+int bb_max_threads(void);
+int bb_member_forward(const bb_config *c, const bb_member *mem, int64_t T, const int32_t *ids, const int32_t *pos,
+                      const int32_t *types, int64_t nseq, const int64_t *seq_start, int64_t *x_out, int nthreads,
+                      int kernel);
+int bb_forward(const bb_config *c, const bb_member *mems, int64_t nmem, int64_t T, const int32_t *ids,
+               const int32_t *pos, const int32_t *types, int64_t nseq, const int64_t *seq_start, int64_t *x_out,
+               int nthreads, int kernel);
+int bb_xnor_gemm(const uint64_t *a, int64_t tpad, int64_t nw, const uint64_t *wi, int64_t ppad, int64_t k,
+                 int32_t *acc, int nthreads, int kernel);
+/* END CDEF */
 
 enum { BB_OK = 0, BB_LN_OVERFLOW = 1, BB_NOMEM = 2, BB_BAD_ARG = 3 };
 
@@ -344,6 +357,19 @@ static int dense_add_ln(const bb_config *c, const int32_t *restrict acc, int64_t
     return layernorm(c, tmp, g, b, x, xb, vec);
 }
 
+/* Inside a parallel region: dense_add_ln for tokens 0..T-1 (acc rows of p_h counts, x and xb rows of
+ * the token); a LayerNorm overflow sets *err. */
+static void dense_add_ln_rows(const bb_config *c, int64_t T, const int32_t *acc, int64_t k, const int64_t *scale,
+                              const int64_t *bias, const int64_t *g, const int64_t *b, int64_t *x, uint64_t *xb,
+                              int64_t *tmp, int vec, int *err) {
+#pragma omp for schedule(static)
+    for (int64_t t = 0; t < T; t++)
+        if (dense_add_ln(c, acc + t * c->p_h, k, scale, bias, g, b, x + t * c->hidden, xb + t * c->nw_h, tmp, vec)) {
+#pragma omp atomic write
+            *err = BB_LN_OVERFLOW;
+        }
+}
+
 /* ------------------------------------------------------------------------------- attention */
 typedef struct { uint64_t *q, *k, *vt, *row; } attn_scratch;
 
@@ -509,22 +535,10 @@ int bb_member_forward(const bb_config *c, const bb_member *mem, int64_t T, const
 #pragma omp for schedule(static)
                 for (int64_t t = 0; t < T; t++) pack_bytes(cb + t * ld_ctx, nwh, cw + t * nwh, kernel == 1);
                 xnor_gemm(cw, tpad, nwh, L->o_w, c->p_h, h, acc, NULL, NULL, NULL, 0, kernel);
-#pragma omp for schedule(static)
-                for (int64_t t = 0; t < T; t++)
-                    if (dense_add_ln(c, acc + t * c->p_h, h, L->o_scale, L->o_bias, L->ln1_g, L->ln1_b, x + t * h,
-                                     xb + t * nwh, tmp, vec)) {
-#pragma omp atomic write
-                        err = BB_LN_OVERFLOW;
-                    }
+                dense_add_ln_rows(c, T, acc, h, L->o_scale, L->o_bias, L->ln1_g, L->ln1_b, x, xb, tmp, vec, &err);
                 xnor_gemm(xb, tpad, nwh, L->f1_w, c->p_f, h, NULL, L->f1_thr, L->f1_pol, (uint8_t *)fw, 8 * nwf, kernel);
                 xnor_gemm(fw, tpad, nwf, L->f2_w, c->p_h, f, acc, NULL, NULL, NULL, 0, kernel);
-#pragma omp for schedule(static)
-                for (int64_t t = 0; t < T; t++)
-                    if (dense_add_ln(c, acc + t * c->p_h, f, L->f2_scale, L->f2_bias, L->ln2_g, L->ln2_b, x + t * h,
-                                     xb + t * nwh, tmp, vec)) {
-#pragma omp atomic write
-                        err = BB_LN_OVERFLOW;
-                    }
+                dense_add_ln_rows(c, T, acc, f, L->f2_scale, L->f2_bias, L->ln2_g, L->ln2_b, x, xb, tmp, vec, &err);
             }
             free(tmp);
             free(sc.q);

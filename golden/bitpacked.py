@@ -51,44 +51,11 @@ CFLAGS = ("-O3", "-march=native", "-mpopcnt", "-fwrapv", "-fopenmp", "-fPIC", "-
 #: Popcount kernels: ``avx2`` (the default where the build has AVX2) and ``scalar``.
 KERNELS = {"scalar": 0, "avx2": 1}
 
-_CDEF = """
-typedef struct {
-    int64_t hidden, heads, head_dim, ffn, layers, max_len;
-    int64_t nw_h, nw_f, p_qkv, p_h, p_f;
-    int64_t score_thr;
-    int64_t emb_l_word, emb_l_tab, emb_r;
-    int64_t dense_l_dot, dense_l_bias, dense_r;
-    int64_t add_l_y, add_l_x, add_r;
-    int64_t res_lo, res_hi;
-    int64_t vec_ok;
-    int64_t ln_mant, ln_pfrac, ln_rbits, ln_norm, ln_eps;
-    int64_t ln_l_n, ln_l_b, ln_r, ln_lo, ln_hi;
-} bb_config;
-typedef struct {
-    const uint64_t *qkv_w; const int64_t *qkv_thr; const uint8_t *qkv_pol;
-    const uint64_t *o_w; const int64_t *o_scale; const int64_t *o_bias;
-    const int64_t *ln1_g; const int64_t *ln1_b;
-    const uint64_t *f1_w; const int64_t *f1_thr; const uint8_t *f1_pol;
-    const uint64_t *f2_w; const int64_t *f2_scale; const int64_t *f2_bias;
-    const int64_t *ln2_g; const int64_t *ln2_b;
-} bb_layer;
-typedef struct {
-    const uint64_t *word_bits; const int64_t *word_scale;
-    const int64_t *position; const int64_t *token_type;
-    const int64_t *emb_ln_g; const int64_t *emb_ln_b;
-    const bb_layer *layers;
-} bb_member;
-int bb_has_avx2(void);
-int bb_max_threads(void);
-int bb_member_forward(const bb_config *c, const bb_member *mem, int64_t T, const int32_t *ids, const int32_t *pos,
-                      const int32_t *types, int64_t nseq, const int64_t *seq_start, int64_t *x_out, int nthreads,
-                      int kernel);
-int bb_forward(const bb_config *c, const bb_member *mems, int64_t nmem, int64_t T, const int32_t *ids,
-               const int32_t *pos, const int32_t *types, int64_t nseq, const int64_t *seq_start, int64_t *x_out,
-               int nthreads, int kernel);
-int bb_xnor_gemm(const uint64_t *a, int64_t tpad, int64_t nw, const uint64_t *wi, int64_t ppad, int64_t k,
-                 int32_t *acc, int nthreads, int kernel);
-"""
+def _cdef(source: str) -> str:
+    """The C file's interface block (types and prototypes), for cffi: written once, in the C file."""
+    start, end = source.index("/* BEGIN CDEF"), source.index("/* END CDEF */")
+    return source[source.index("*/", start) + 2: end]
+
 
 _ERRORS = {1: "LayerNorm variance overflows the 62-bit integer range", 2: "out of memory in the bit-packed engine",
            3: "bad arguments to the bit-packed engine"}
@@ -146,7 +113,7 @@ def load_library():
         finally:
             Path(tmp).unlink(missing_ok=True)
     ffi = cffi.FFI()
-    ffi.cdef(_CDEF)
+    ffi.cdef(_cdef(src.decode()))
     return ffi, ffi.dlopen(str(lib_path))
 
 
