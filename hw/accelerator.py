@@ -19,7 +19,6 @@ from ..golden.accelerator import AccelSpec
 from ..golden.encoder import layer_offsets
 from .encoder import EncoderLayer, _Copy
 from .prefetch import WordPrefetch
-from .vector import VectorUnit
 
 __all__ = ["AccelInput", "AccelCommand", "AccelOutput", "AccelCounters", "Accelerator", "AccelCodec",
            "AccelInputError"]
@@ -177,8 +176,7 @@ class Accelerator(wiring.Component):
                                       s=spec.s, word_bits=spec.word_bits, kb=kb, fmts=spec.vfmts,
                                       addr_width=addr_width, fetch_depth=fetch_depth, counter_bits=counter_bits,
                                       impl=impl) for _ in range(lanes)]
-            self.vus = [VectorUnit(max_h=spec.hidden, max_k=1, fmts=spec.vfmts) for _ in range(lanes)]
-            self.enc, self.vu = self.encs[0], self.vus[0]
+            self.enc = self.encs[0]
         except (TypeError, ValueError):
             self._MustUse__used = True
             raise
@@ -256,6 +254,9 @@ class Accelerator(wiring.Component):
         n_chunks = max(2, max(lay[k] for k in lay if k.startswith("wpr_")))
         depth = self._reader_depth
 
+        # sequencer events the lanes' region bases follow (one register each, one adder: the member and layer
+        # bases are never multiplied out in a cycle)
+        ev = {k: Signal(name=f"ev_{k}") for k in ("start", "round", "layer0", "layer")}
         lanes = []
         for e in range(E):
             lanes.append(self._lane(m, e, locals()))
@@ -289,8 +290,10 @@ class Accelerator(wiring.Component):
                 m.d.sync += rr.eq(Mux(grant == E - 1, 0, grant + 1))
             m.d.comb += [self.rsp_stream.ready.eq(tags.r_rdy & Array(ln["rsp_ready"] for ln in lanes)[tags.r_data]),
                          tags.r_en.eq(self.rsp_stream.valid & self.rsp_stream.ready)]
-        for ln in lanes:
+        yb = f["layernorm"].bits
+        for e, ln in enumerate(lanes):
             m.d.comb += ln["rsp_data"].eq(self.rsp_stream.payload)
+            m.d.comb += [self.tap_valid[e].eq(ln["tap"][0]), self.tap_y[e * yb:(e + 1) * yb].eq(ln["tap"][1])]
         m.d.comb += self.error.eq(_tree_sum([ln["error"] for ln in lanes]) != 0)
 
         # ------------------------------------------------------------------ outputs and the combine unit
@@ -332,16 +335,19 @@ class Accelerator(wiring.Component):
         with m.If(accept):
             m.d.sync += [cmd.eq(self.c_stream.payload), rnd.eq(0)]
             m.d.sync += [tot[i].eq(0) for i in range(L)]
+            m.d.comb += ev["start"].eq(1)
             enter(EMBED)
         with m.If(in_embed & all_of("fin")):
             enter(LAYER)
             m.d.sync += li.eq(0)
+            m.d.comb += ev["layer0"].eq(1)
         with m.If(in_layer & all_of("fin")):
             with m.If(li == sp.layers - 1):
                 enter(HEAD)
             with m.Else():
                 enter(LAYER)
                 m.d.sync += li.eq(li + 1)
+                m.d.comb += ev["layer"].eq(1)
         with m.If(in_head & all_of("fin")):
             enter(OUT)
             m.d.sync += [ol.eq(0), oe.eq(0)]
@@ -357,6 +363,7 @@ class Accelerator(wiring.Component):
                         enter(COMB)
                     with m.Else():
                         m.d.sync += rnd.eq(rnd + 1)
+                        m.d.comb += ev["round"].eq(1)
                         enter(EMBED)
                 with m.Else():
                     m.d.sync += oe.eq(oe + 1)
@@ -393,9 +400,13 @@ class Accelerator(wiring.Component):
             m.d.sync += ctr.param_words.eq(ctr.param_words + sum(ln["pop"] for ln in lanes))
         return m
 
-    def _lane(self, m, e, s):
+    def _lane(self, top, e, s):
         """Lane ``e``'s datapath (parameter reader, embedding, encoder layer, head) under the shared sequencer
         state ``s`` (the locals of :meth:`elaborate`); returns its handshake signals."""
+        # the lane's own logic is a module of its own (lane{e}): the area report counts it apart from the
+        # sequencer, and a lane's signals are driven from nowhere else
+        m = Module()
+        top.submodules[f"lane{e}"] = m
         sp, lay, rb, f = self.spec, self.layout, s["rb"], s["f"]
         h, mt, wb, L, M, E = s["h"], s["mt"], s["wb"], s["L"], s["M"], s["E"]
         aw, n, depth = s["aw"], s["n"], s["depth"]
@@ -408,8 +419,9 @@ class Accelerator(wiring.Component):
         def sig(shape, name, **kw):
             return Signal(shape, name=f"l{e}_{name}", **kw)
 
-        m.submodules[f"enc{e}" if E > 1 else "enc"] = enc = self.encs[e]
-        m.submodules[f"vu{e}" if E > 1 else "vu"] = vu = self.vus[e]
+        m.submodules.enc = enc = self.encs[e]
+        # the embedding LayerNorm runs on the encoder layer's vector unit (its direct path, between commands)
+        vu = _DirectVU(enc)
         me = sig(range(max(M, 2)), "member")
         on = sig(1, "on")
         m.d.comb += [me.eq(rnd * E + e), on.eq(me < M)]
@@ -433,8 +445,8 @@ class Accelerator(wiring.Component):
         r_active = sig(1, "r_active")
         outstanding = sig(range(depth + 1), "outstanding")
         rd_idle = ~r_active
-        m.submodules[f"wq{e}"] = wq = fifo.SyncFIFOBuffered(width=wb, depth=depth)
-        m.submodules[f"tq{e}"] = tq = fifo.SyncFIFOBuffered(width=1, depth=depth)
+        m.submodules.wq = wq = fifo.SyncFIFOBuffered(width=wb, depth=depth)
+        m.submodules.tq = tq = fifo.SyncFIFOBuffered(width=1, depth=depth)
         rvalid = sig(1, "rvalid")
         raddr = sig(aw, "raddr")
         tag = sig(1, "tag")
@@ -488,7 +500,7 @@ class Accelerator(wiring.Component):
             img_words = layer_offsets(h, sp.ffn, sp.p, sp.s, wb)["words"]
             pf = WordPrefetch(word_bits=wb, addr_width=aw, max_count=img_words, depth=self.prefetch,
                               inflight=self.prefetch_inflight)
-            m.submodules[f"pf{e}" if E > 1 else "pf"] = pf
+            m.submodules.pf = pf
             m.d.comb += [pf.req_stream.valid.eq(enc.req_stream.valid), pf.req_stream.payload.eq(enc.req_stream.payload),
                          enc.req_stream.ready.eq(pf.req_stream.ready),
                          enc.rsp_stream.valid.eq(pf.rsp_stream.valid), enc.rsp_stream.payload.eq(pf.rsp_stream.payload),
@@ -513,8 +525,17 @@ class Accelerator(wiring.Component):
         # region addresses (member me, layer li)
         mbase = sig(aw, "mbase")
         lbase = sig(aw, "lbase")
-        m.d.comb += [mbase.eq(lay["members"] + me * lay["member_words"]),
-                     lbase.eq(mbase + lay["layers"] + li * lay["layer_words"])]
+        # = members + me * member_words and mbase + layers + li * layer_words, kept as registers that follow
+        # the sequencer's events (valid from the first cycle of each phase)
+        ev = s["ev"]
+        with m.If(ev["start"]):
+            m.d.sync += mbase.eq(lay["members"] + e * lay["member_words"])
+        with m.Elif(ev["round"]):
+            m.d.sync += mbase.eq(mbase + E * lay["member_words"])
+        with m.If(ev["layer0"]):
+            m.d.sync += lbase.eq(mbase + lay["layers"])
+        with m.Elif(ev["layer"]):
+            m.d.sync += lbase.eq(lbase + lay["layer_words"])
 
         rq = sig(range(8), "rq")                          # reader command step within a phase
         tq_i = sig(range(max(mt, h) + 1), "tq_i")        # token / channel of the command step
@@ -526,7 +547,7 @@ class Accelerator(wiring.Component):
         started = rd_go & rd_idle
 
         # ------------------------------------------------------------------ activation buffer
-        m.submodules[f"abuf{e}" if E > 1 else "abuf"] = abuf = Memory(shape=signed(f["layernorm"].bits),
+        m.submodules.abuf = abuf = Memory(shape=signed(f["layernorm"].bits),
                                                                       depth=mt * h, init=[])
         a_wr, a_rd = abuf.write_port(), abuf.read_port()
         a_ptr = sig(range(mt * h + 1), "a_ptr")
@@ -631,17 +652,23 @@ class Accelerator(wiring.Component):
             m.d.comb += [pf.c_stream.valid.eq(enc.c_stream.valid & enc.c_stream.ready),
                          pf.c_stream.payload.base.eq(lbase + lay["image"]), pf.c_stream.payload.count.eq(img_words)]
         eo = enc.o_stream
-        x0 = sig(h, "x0")               # token 0's output bits (shifted in, channel 0 first)
+        # token 0's output bits (shifted in, channel 0 first, into the low H bits); in the head the register
+        # rotates by one memory word per pooler-record word, so its low word is always the word's bits
+        wpp = lay["wpr_pooler"]
+        x0 = sig(wpp * wb, "x0")
+        pool_pop = sig(1, "pool_pop")
         m.d.comb += eo.ready.eq(1)
         run_take = eo.valid & in_layer & lrun
         with m.If(run_take & (a_ptr < h)):
-            m.d.sync += x0.eq(Cat(x0[1:], eo.payload.bit)) if h > 1 else x0.eq(eo.payload.bit)
+            m.d.sync += x0[:h].eq(Cat(x0[1:h], eo.payload.bit)) if h > 1 else x0[0].eq(eo.payload.bit)
+        with m.Elif(pool_pop):
+            m.d.sync += x0.eq(Cat(x0[wb:], x0[:wb])) if wpp > 1 else []
         m.d.comb += [a_wr.addr.eq(a_ptr), a_wr.en.eq(Mux(in_layer, run_take, emb_take & l_embed)),
                      a_wr.data.eq(Mux(in_layer, eo.payload.y, vu.o_stream.payload.y))]
         with m.If(a_wr.en):
             m.d.sync += a_ptr.eq(a_ptr + 1)
         yb = f["layernorm"].bits
-        m.d.comb += [self.tap_valid[e].eq(a_wr.en), self.tap_y[e * yb:(e + 1) * yb].eq(a_wr.data)]
+        tap = (a_wr.en, a_wr.data)
         with m.If(enc.c_stream.valid & enc.c_stream.ready):
             m.d.sync += [lrun.eq(1), a_ptr.eq(0)]
         with m.If(run_take & eo.payload.final):
@@ -653,11 +680,11 @@ class Accelerator(wiring.Component):
 
         # ------------------------------------------------------------------ HEAD
         l_head = in_head & on
-        # the head's H-entry tables are memories (asynchronous read): tanh indices and pooler outputs
-        m.submodules[f"idx{e}" if E > 1 else "idx"] = idx_mem = Memory(shape=unsigned(ib), depth=h, init=[])
-        m.submodules[f"pv{e}" if E > 1 else "pv"] = pv_mem = Memory(shape=signed(f["pooler"].bits), depth=h, init=[])
-        idx_w, idx_r = idx_mem.write_port(), idx_mem.read_port(domain="comb")
-        pv_w, pv_r = pv_mem.write_port(), pv_mem.read_port(domain="comb")
+        # the head's H-entry tables are memories (EBR, synchronous read): tanh indices and pooler outputs
+        m.submodules.idx = idx_mem = Memory(shape=unsigned(ib), depth=h, init=[])
+        m.submodules.pv = pv_mem = Memory(shape=signed(f["pooler"].bits), depth=h, init=[])
+        idx_w, idx_r = idx_mem.write_port(), idx_mem.read_port()
+        pv_w, pv_r = pv_mem.write_port(), pv_mem.read_port()
         acc_w = f["pooler"].bits + f["classifier_weight"].bits + bits_for(h) + 1
         cacc = Array(sig(signed(acc_w), f"cacc{i}") for i in range(L))
         logit = Array(sig(signed(f["logits"].bits), f"logit{i}") for i in range(L))
@@ -665,18 +692,32 @@ class Accelerator(wiring.Component):
         hstate = sig(range(6), "hstate")    # 0 pooler, 1 tanh, 2 classifier, 3 bias, 4 ensemble weight, 5 done
         hl = sig(range(L + 1), "hl")
         hk = sig(range(h + 1), "hk")
-        # pooler: popcount of the XNOR of token 0's bits with row c (a balanced adder tree)
-        wbits = field("pooler", 0)
-        agree = sig(h, "agree")
-        m.d.comb += agree.eq(~(wbits ^ x0))
+        # pooler: popcount of the XNOR of token 0's bits with row c, one memory word at a time as the record's
+        # words arrive (a word's weight bits are those below H), the record's count latched with its last word
+        m.d.comb += pool_pop.eq(pop & l_head & (hstate == 0))
+        wmask = Array(Const(sum(1 << j for j in range(wb) if k * wb + j < h), wb) for k in range(wpp))
+        agree = sig(wb, "agree")
+        m.d.comb += agree.eq(~(wq.r_data ^ x0[:wb]) & wmask[a_k])
+        pc_acc = sig(range(h + 1), "pc_acc")
         pc = sig(range(h + 1), "pc")
-        m.d.comb += pc.eq(_tree_sum([agree[i] for i in range(h)]))
+        pc_now = pc_acc + _tree_sum([agree[i] for i in range(wb)])
+        with m.If(pool_pop):
+            m.d.sync += pc_acc.eq(Mux(tq.r_data, 0, pc_now))
+            with m.If(tq.r_data):
+                m.d.sync += pc.eq(pc_now)
         pscale = field("pooler", 1).as_signed()
         pbias = field("pooler", 2).as_signed()
         py = sig(signed(f["residual"].bits), "py")
         dot = sig(signed(bits_for(h) + 2), "dot")
         m.d.comb += dot.eq(2 * pc - h)
-        _fit(m, py, _align([(pscale * dot, fs), (pbias, f["bias"].frac)], fr), f["residual"])
+        # registered product (the multiplier's output register), then bias, saturation and the tanh index into
+        # the index table one cycle after the record is taken
+        pprod = sig(signed(len(pscale) + len(dot)), "pprod")
+        pbias_r = sig(signed(len(pbias)), "pbias_r")
+        p_we = sig(1, "p_we")
+        p_addr = sig(range(h), "p_addr")
+        m.d.sync += [pprod.eq(pscale * dot), pbias_r.eq(pbias), p_we.eq(0), p_addr.eq(cc)]
+        _fit(m, py, _align([(pprod, fs), (pbias_r, f["bias"].frac)], fr), f["residual"])
         pidx = sig(ib, "pidx")
         rel = sig(signed(f["residual"].bits + 2), "rel")
         m.d.comb += rel.eq(py - sp.tanh_c0)
@@ -688,15 +729,18 @@ class Accelerator(wiring.Component):
             m.d.comb += pidx.eq(rel)
         bsum = sig(signed(f["logits"].bits), "bsum")
         _fit(m, bsum, _align([(cacc[hl], fp + fcw), (code(f["logits"].bits), fl)], fl), f["logits"])
-        m.d.comb += [idx_w.addr.eq(cc), idx_w.data.eq(pidx), idx_r.addr.eq(tq_i),
-                     pv_w.addr.eq(cc), pv_w.data.eq(code(f["pooler"].bits)), pv_r.addr.eq(hk)]
+        # the classifier's read of pooler output hk: the table is read synchronously (EBR), so its address runs
+        # one beat ahead (the value hk takes after this cycle)
+        cls_take = l_head & rec_valid & (hstate == 2)
+        m.d.comb += [idx_w.addr.eq(p_addr), idx_w.data.eq(pidx), idx_w.en.eq(p_we), idx_r.addr.eq(tq_i),
+                     pv_w.addr.eq(cc), pv_w.data.eq(code(f["pooler"].bits)),
+                     pv_r.addr.eq(Mux(cls_take, Mux(hk == h - 1, 0, hk + 1), hk))]
         with m.If(l_head):
             m.d.comb += rec_take.eq(1)
             with m.If(rec_valid):
                 with m.Switch(hstate):
                     with m.Case(0):
-                        m.d.comb += idx_w.en.eq(1)
-                        m.d.sync += cc.eq(cc + 1)
+                        m.d.sync += [cc.eq(cc + 1), p_we.eq(1)]
                         with m.If(cc == h - 1):
                             m.d.sync += [hstate.eq(1), cc.eq(0)]
                     with m.Case(1):
@@ -753,10 +797,17 @@ class Accelerator(wiring.Component):
             with m.Elif(fin):
                 m.d.sync += done.eq(1)
 
-        return dict(on=on, done=done, fin=fin, loading=loading, enc=enc, enc_fin=enc_fin, pop=pop, logit=logit,
+        return dict(tap=tap, on=on, done=done, fin=fin, loading=loading, enc=enc, enc_fin=enc_fin, pop=pop, logit=logit,
                     error=pf_error,
                     ew=ew, req_valid=req_valid, req_addr=req_addr, req_ready=req_ready, rsp_valid=rsp_valid,
                     rsp_data=rsp_data, rsp_ready=rsp_ready, clear_phase=clear_phase)
+
+
+class _DirectVU:
+    """The encoder layer's vector-unit ports under the names of a :class:`~bebert.hw.vector.VectorUnit`'s."""
+
+    def __init__(self, enc):
+        self.p_stream, self.i_stream, self.o_stream = enc.vp_stream, enc.v_stream, enc.vo_stream
 
 
 def _tree_sum(terms):

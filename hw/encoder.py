@@ -8,7 +8,9 @@ The contract is :func:`bebert.golden.encoder.encoder_layer` (every intermediate,
 
 from __future__ import annotations
 
-from amaranth.hdl import Cat, Module, Mux, Signal, signed, unsigned
+import math
+
+from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
@@ -22,6 +24,7 @@ from .attention import AttentionKind, BiAttention
 from .linear import LinearEngine
 from .linear_vector import LinearVectorOp, LinearVectorOutput
 from .threshold import ThresholdEntry, ThresholdLoad
+from .vector import VectorInput, VectorLoad, VectorOutput
 
 __all__ = ["EncoderInput", "EncoderParamLoad", "EncoderCommand", "EncoderCounters", "EncoderLayer",
            "EncoderCodec"]
@@ -179,6 +182,11 @@ class EncoderLayer(wiring.Component):
         input beats, ``heads * 2n``).
     running : Out(1)
         A command is in progress (one cycle past the final output transfer).
+    vp_stream, v_stream, vo_stream : the linear + vector op's vector unit, between commands
+        (:class:`~bebert.hw.vector.VectorLoad` table beats, :class:`~bebert.hw.vector.VectorInput` beats in,
+        :class:`~bebert.hw.vector.VectorOutput` results out; ready only while no command runs): the
+        accelerator's embedding LayerNorm uses it, so a lane needs no second vector unit. Every direct result
+        must be out before the next command.
 
     Parameters
     ----------
@@ -230,6 +238,10 @@ class EncoderLayer(wiring.Component):
         self._addr_width, self._fetch_depth, self._counter_bits, self._kb = addr_width, fetch_depth, counter_bits, kb
         self._fmts = self.lv.fmts
         self._gq, self._gf = -(-3 * hidden // p), -(-ffn // p)
+        # buffer word widths: the bit buffer takes P-bit pieces and gives S- and d-bit ones, the context
+        # buffer takes d-bit pieces and gives S-bit ones (see elaborate)
+        self._wb = math.lcm(s, hidden // heads, p)
+        self._wc = math.lcm(s, hidden // heads)
         self._offsets = _golden.layer_offsets(hidden, ffn, p, s, word_bits)
         super().__init__({
             "i_stream": In(stream.Signature(EncoderInput(self._fmts))),
@@ -241,6 +253,9 @@ class EncoderLayer(wiring.Component):
             "o_stream": Out(stream.Signature(LinearVectorOutput(self._fmts))),
             "counters": Out(EncoderCounters(counter_bits)),
             "running": Out(1),
+            "vp_stream": In(stream.Signature(VectorLoad(self._fmts, hidden, max(hidden, ffn)))),
+            "v_stream": In(stream.Signature(VectorInput(self._fmts, self.lv.vu.acc_width))),
+            "vo_stream": Out(stream.Signature(VectorOutput(self._fmts))),
         })
 
     hidden = property(lambda self: self._h)
@@ -267,6 +282,17 @@ class EncoderLayer(wiring.Component):
                                        fetch_depth=self._fetch_depth, stats_cycles=self.lv.vu.stats_cycles,
                                        vector_latency=self.lv.vu.latency, attn_latency=self.att.latency, **kw)
 
+    @staticmethod
+    def _merge(m, acc_rd, acc_wr, mem_wr, row, slot, piece, slots, width, valid, whole, addr):
+        """Put ``piece`` (``width`` bits) into slot ``slot`` of row ``row``'s accumulator word (slot 0 starts a
+        new word); when the word is ``whole``, write it into ``mem_wr`` at ``addr``."""
+        merged = Signal(len(acc_wr.data))
+        old = acc_rd.data
+        m.d.comb += [acc_rd.addr.eq(row), acc_wr.addr.eq(row), acc_wr.en.eq(valid), acc_wr.data.eq(merged),
+                     mem_wr.addr.eq(addr), mem_wr.data.eq(merged), mem_wr.en.eq(valid & whole)]
+        m.d.comb += merged.eq(Cat(*(Mux(slot == k, piece, Mux(slot == 0, 0, old[k * width:(k + 1) * width]))
+                                    for k in range(slots))))
+
     def elaborate(self, platform):
         m = Module()
         h, a, f, d, p, s = self._h, self._a, self._f, self._d, self._p, self._s
@@ -282,13 +308,25 @@ class EncoderLayer(wiring.Component):
         accept = self.c_stream.valid & self.c_stream.ready
 
         # ---- buffers and tables
-        m.submodules.bbuf = bbuf = Memory(shape=unsigned(g_max * p), depth=mt, init=[])
-        m.submodules.cbuf = cbuf = Memory(shape=unsigned(h), depth=mt, init=[])
+        # The bit buffer (Q/K/V, later FFN1 bits) and the context buffer hold token rows as narrow, deep
+        # memories (EBR): row t, bit c is bit c % W of word t*C + c // W. The writers fill W-bit words a piece
+        # (P bits, d bits) at a time; the pieces of a word arrive n beats apart, so each writer merges them in
+        # a one-word-per-token accumulator (LUT RAM, asynchronous read) and writes the word when it is whole.
+        # (One row per word, 1536 x 16 bits with a P-bit write granularity, cost about 4k LUT4 and 400 LUT
+        # RAM per lane: the write-enable decoder of 768 granules and the read multiplexers.)
+        wb_, wc_ = self._wb, self._wc
+        cb_, cc_ = -(-g_max * p // wb_), -(-h // wc_)
+        m.submodules.bbuf = bbuf = Memory(shape=unsigned(wb_), depth=mt * cb_, init=[])
+        m.submodules.cbuf = cbuf = Memory(shape=unsigned(wc_), depth=mt * cc_, init=[])
+        m.submodules.bacc = bacc = Memory(shape=unsigned(wb_), depth=mt, init=[])
+        m.submodules.cacc = cacc = Memory(shape=unsigned(wc_), depth=mt, init=[])
         m.submodules.rbuf = rbuf = Memory(shape=signed(self._fmts.layernorm.bits), depth=mt * h, init=[])
         m.submodules.tbl = tbl = Memory(shape=ThresholdEntry(p, eng.acc_width), depth=gq + gf, init=[])
         m.submodules.vtbl = vtbl = Memory(shape=_VectorEntry(self._fmts), depth=2 * h, init=[])
-        b_wr, b_rd = bbuf.write_port(granularity=p), bbuf.read_port()
-        c_wr, c_rd = cbuf.write_port(granularity=d), cbuf.read_port()
+        b_wr, b_rd, b_rv = bbuf.write_port(), bbuf.read_port(), bbuf.read_port()
+        c_wr, c_rd = cbuf.write_port(), cbuf.read_port()
+        ba_wr, ba_rd = bacc.write_port(), bacc.read_port(domain="comb")
+        ca_wr, ca_rd = cacc.write_port(), cacc.read_port(domain="comb")
         r_wr, r_rd = rbuf.write_port(), rbuf.read_port()
         t_wr, t_rd = tbl.write_port(), tbl.read_port()
         v_wr, v_rd = vtbl.write_port(), vtbl.read_port()
@@ -326,14 +364,28 @@ class EncoderLayer(wiring.Component):
         ]
         p_sel = Signal()
         pcopy = _Copy(m, "pcopy", 1, 1, h, h, lv.p_stream.ready)
+        vp = self.vp_stream
         m.d.comb += [
             v_rd.addr.eq(Mux(p_sel, h, 0) + pcopy.lin), v_rd.en.eq(pcopy.advance),
-            lv.p_stream.valid.eq(pcopy.b_valid),
-            lv.p_stream.payload.addr.eq(pcopy.b_i),
-            lv.p_stream.payload.scale.eq(v_rd.data.scale), lv.p_stream.payload.bias.eq(v_rd.data.bias),
-            lv.p_stream.payload.gamma.eq(v_rd.data.gamma), lv.p_stream.payload.beta.eq(v_rd.data.beta),
-            lv.p_stream.payload.k.eq(Mux(pcopy.b_last, Mux(p_sel, f, h), 0)),
-            lv.p_stream.payload.last.eq(pcopy.b_last),
+            lv.p_stream.valid.eq(Mux(idle, vp.valid, pcopy.b_valid)),
+            vp.ready.eq(idle & lv.p_stream.ready),
+        ]
+        with m.If(idle):
+            m.d.comb += lv.p_stream.payload.eq(vp.payload)
+        with m.Else():
+            m.d.comb += [
+                lv.p_stream.payload.addr.eq(pcopy.b_i),
+                lv.p_stream.payload.scale.eq(v_rd.data.scale), lv.p_stream.payload.bias.eq(v_rd.data.bias),
+                lv.p_stream.payload.gamma.eq(v_rd.data.gamma), lv.p_stream.payload.beta.eq(v_rd.data.beta),
+                lv.p_stream.payload.k.eq(Mux(pcopy.b_last, Mux(p_sel, f, h), 0)),
+                lv.p_stream.payload.last.eq(pcopy.b_last),
+            ]
+        # the direct path to the vector unit (between commands)
+        m.d.comb += [
+            lv.v_stream.valid.eq(self.v_stream.valid & idle), lv.v_stream.payload.eq(self.v_stream.payload),
+            self.v_stream.ready.eq(lv.v_stream.ready & idle),
+            self.vo_stream.valid.eq(lv.vo_stream.valid), self.vo_stream.payload.eq(lv.vo_stream.payload),
+            lv.vo_stream.ready.eq(self.vo_stream.ready),
         ]
         rcopy = _Copy(m, "rcopy", cmd.tokens, mt, h, h, lv.r_stream.ready)
         # x copy: a bit buffer (context or FFN bits) into the linear + vector op's activations
@@ -343,30 +395,46 @@ class EncoderLayer(wiring.Component):
         # attention feed: outer = 2*head + (0: K/V beats, 1: queries), inner = token
         afeed = _Copy(m, "afeed", 2 * a, 2 * a, cmd.tokens, mt, att.i_stream.ready)
 
-        xw_bits = max(fh, ff) * s
-        xw_bits = max(xw_bits, -(-(g_max * p) // s) * s)
-        x_src = Mux(x_sel, b_rd.data, c_rd.data)
-        x_word = Signal(xw_bits)
+        def rom(values, name):
+            """A constant table indexed by a counter (small: a LUT multiplexer)."""
+            values = [int(v) for v in values]
+            return Array(Const(v, range(max(values) + 1)) for v in values)
+
+        # x copy: fold i of token t is S-bit slot (i*S % W) / S of word t*C + i*S // W
+        nf = max(fh, ff)
+        xb_word, xb_slot = rom([i * s // wb_ for i in range(nf)], "xbw"), rom([i * s % wb_ // s for i in range(nf)], "xbs")
+        xc_word, xc_slot = rom([i * s // wc_ for i in range(nf)], "xcw"), rom([i * s % wc_ // s for i in range(nf)], "xcs")
+        xb_sel = Signal(s)
+        xc_sel = Signal(s)
         m.d.comb += [
-            x_word.eq(x_src),
-            c_rd.addr.eq(xcopy.o), c_rd.en.eq(xcopy.advance),
+            c_rd.addr.eq(xcopy.o * cc_ + xc_word[xcopy.i]), c_rd.en.eq(xcopy.advance),
+            xb_sel.eq(b_rd.data.word_select(xb_slot[xcopy.b_i], s)) if wb_ > s else xb_sel.eq(b_rd.data),
+            xc_sel.eq(c_rd.data.word_select(xc_slot[xcopy.b_i], s)) if wc_ > s else xc_sel.eq(c_rd.data),
             lv.x_stream.valid.eq(xcopy.b_valid),
-            lv.x_stream.payload.data.eq(x_word.word_select(xcopy.b_i, s)),
+            lv.x_stream.payload.data.eq(Mux(x_sel, xb_sel, xc_sel)),
             lv.x_stream.payload.last.eq(xcopy.b_last),
         ]
-        # the bit buffer's read port: the attention feed in the attention phase, else the x copy
+        # the attention feed reads head j's d bits (Q: j = head, K: head + A, V: head + 2A) from word
+        # t*C + j*d // W, slot (j*d % W) / d; the bit buffer's first read port serves the x copy outside it
+        outer_j_qk = rom([(o >> 1) + (0 if o & 1 else a) for o in range(2 * a)], "jqk")
+        outer_j_v = rom([(o >> 1) + 2 * a for o in range(2 * a)], "jv")
+        j_word = rom([j * d // wb_ for j in range(3 * a)], "jw")
+        j_slot = rom([j * d % wb_ // d for j in range(3 * a)], "js")
+        row = Signal(range(mt * cb_))
+        m.d.comb += row.eq(Mux(in_att, afeed.i, xcopy.o) * cb_)
         m.d.comb += [
-            b_rd.addr.eq(Mux(in_att, afeed.i, xcopy.o)),
+            b_rd.addr.eq(row + Mux(in_att, j_word[outer_j_qk[afeed.o]], xb_word[xcopy.i])),
             b_rd.en.eq(Mux(in_att, afeed.advance, xcopy.advance)),
+            b_rv.addr.eq(row + j_word[outer_j_v[afeed.o]]), b_rv.en.eq(afeed.advance),
         ]
-        head = afeed.b_o >> 1
         is_q = afeed.b_o[0]
-        qkv_word = b_rd.data
+        qk_bits = b_rd.data.word_select(j_slot[outer_j_qk[afeed.b_o]], d) if wb_ > d else b_rd.data
+        v_bits = b_rv.data.word_select(j_slot[outer_j_v[afeed.b_o]], d) if wb_ > d else b_rv.data
         m.d.comb += [
             att.i_stream.valid.eq(afeed.b_valid),
             att.i_stream.payload.kind.eq(Mux(is_q, AttentionKind.Q, AttentionKind.KV)),
-            att.i_stream.payload.qk.eq(qkv_word.word_select(Mux(is_q, head, head + a), d)),
-            att.i_stream.payload.v.eq(qkv_word.word_select(head + 2 * a, d)),
+            att.i_stream.payload.qk.eq(qk_bits),
+            att.i_stream.payload.v.eq(v_bits),
             att.i_stream.payload.mask.eq(afeed.b_i < cmd.keys),
             att.i_stream.payload.last.eq(afeed.b_ilast),
         ]
@@ -427,41 +495,51 @@ class EncoderLayer(wiring.Component):
         eo = eng.o_stream
         e_g = Signal(range(g_max))
         e_t = Signal(range(mt))
+        e_w = Signal(range(cb_))                # word of group e_g in the row
+        e_slot = Signal(range(wb_ // p))        # its P-bit slot
+        e_base = Signal(range(mt * cb_))        # e_t * C
         e_take = eo.valid   # always ready
-        m.d.comb += [
-            eo.ready.eq(1),
-            b_wr.addr.eq(e_t),
-            b_wr.data.eq(Cat(*([eo.payload.bits] * g_max))),
-            b_wr.en.eq(Mux(e_take, Cat(*(e_g == g for g in range(g_max))), 0)),
-        ]
+        e_glast = Signal()
+        m.d.comb += e_glast.eq(e_g == Mux(in_qkv, gq - 1, gf - 1))
+        self._merge(m, ba_rd, ba_wr, b_wr, e_t, e_slot, eo.payload.bits, wb_ // p, p, e_take,
+                    (e_slot == wb_ // p - 1) | e_glast, e_base + e_w)
+        m.d.comb += eo.ready.eq(1)
         with m.If(eng.c_stream.valid & eng.c_stream.ready):
-            m.d.sync += [e_g.eq(0), e_t.eq(0)]
+            m.d.sync += [e_g.eq(0), e_t.eq(0), e_w.eq(0), e_slot.eq(0), e_base.eq(0)]
         with m.Elif(e_take):
             with m.If(e_t == cmd.tokens - 1):
-                m.d.sync += [e_t.eq(0), e_g.eq(e_g + 1)]
+                m.d.sync += [e_t.eq(0), e_g.eq(e_g + 1), e_base.eq(0)]
+                with m.If(e_slot == wb_ // p - 1):
+                    m.d.sync += [e_slot.eq(0), e_w.eq(e_w + 1)]
+                with m.Else():
+                    m.d.sync += e_slot.eq(e_slot + 1)
             with m.Else():
-                m.d.sync += e_t.eq(e_t + 1)
+                m.d.sync += [e_t.eq(e_t + 1), e_base.eq(e_base + cb_)]
         eng_done = e_take & eo.payload.last
 
         # ---- attention output rows (head major) into the context buffer
         ao_ = att.o_stream
         o_h = Signal(range(a))
         o_i = Signal(range(mt))
-        m.d.comb += [
-            ao_.ready.eq(1),
-            c_wr.addr.eq(o_i),
-            c_wr.data.eq(Cat(*([ao_.payload.c] * a))),
-            c_wr.en.eq(Mux(ao_.valid, Cat(*(o_h == i for i in range(a))), 0)),
-        ]
+        o_w = Signal(range(cc_))
+        o_slot = Signal(range(wc_ // d))
+        o_base = Signal(range(mt * cc_))
+        m.d.comb += ao_.ready.eq(1)
+        self._merge(m, ca_rd, ca_wr, c_wr, o_i, o_slot, ao_.payload.c, wc_ // d, d, ao_.valid,
+                    (o_slot == wc_ // d - 1) | (o_h == a - 1), o_base + o_w)
         att_done = Signal()
         m.d.comb += att_done.eq(ao_.valid & (o_h == a - 1) & (o_i == cmd.tokens - 1))
         with m.If(accept):
-            m.d.sync += [o_h.eq(0), o_i.eq(0)]
+            m.d.sync += [o_h.eq(0), o_i.eq(0), o_w.eq(0), o_slot.eq(0), o_base.eq(0)]
         with m.Elif(ao_.valid):
             with m.If(o_i == cmd.tokens - 1):
-                m.d.sync += [o_i.eq(0), o_h.eq(o_h + 1)]
+                m.d.sync += [o_i.eq(0), o_h.eq(o_h + 1), o_base.eq(0)]
+                with m.If(o_slot == wc_ // d - 1):
+                    m.d.sync += [o_slot.eq(0), o_w.eq(o_w + 1)]
+                with m.Else():
+                    m.d.sync += o_slot.eq(o_slot + 1)
             with m.Else():
-                m.d.sync += o_i.eq(o_i + 1)
+                m.d.sync += [o_i.eq(o_i + 1), o_base.eq(o_base + cc_)]
         lv_done = lvo.valid & lvo.ready & lvo.payload.final
 
         # ---- memory port: the engine's or the linear + vector op's

@@ -18,7 +18,7 @@ from ..golden.vector import VectorFormats
 from ._params import check_positive
 from ._params import pack_fields as _pack
 from .linear import ActivationLoad, LinearCodec, LinearCommand, LinearEngine
-from .vector import VectorLoad, VectorUnit
+from .vector import VectorInput, VectorLoad, VectorOutput, VectorUnit
 
 __all__ = ["ResidualLoad", "LinearVectorOutput", "LinearVectorCounters", "LinearVectorOp", "LinearVectorCodec"]
 
@@ -89,6 +89,10 @@ class LinearVectorOp(wiring.Component):
         waited at the vector unit's input: its banks busy or output backpressure).
     running : Out(1)
         A command is in progress; all loads and commands are refused while it is.
+    v_stream, vo_stream : In(:class:`bebert.hw.vector.VectorInput`), Out(:class:`bebert.hw.vector.VectorOutput`)
+        The vector unit itself, between commands (the accelerator's embedding LayerNorm runs on it, so a lane
+        has one vector unit): ``v_stream`` beats go straight into it, its results come out on ``vo_stream``.
+        A command must not be given before the last direct result is out (they would leave on ``o_stream``).
 
     Parameters
     ----------
@@ -143,6 +147,8 @@ class LinearVectorOp(wiring.Component):
             "o_stream": Out(stream.Signature(LinearVectorOutput(self._fmts))),
             "counters": Out(LinearVectorCounters(counter_bits)),
             "running": Out(1),
+            "v_stream": In(stream.Signature(VectorInput(self._fmts, self.vu.acc_width))),
+            "vo_stream": Out(stream.Signature(VectorOutput(self._fmts))),
         })
 
     p = property(lambda self: self._p)
@@ -248,14 +254,21 @@ class LinearVectorOp(wiring.Component):
             issue.eq(advance & rd_active & row_in),
             a_rd.addr.eq(rd_addr), a_rd.en.eq(advance),
             r_rd.addr.eq(rd_raddr), r_rd.en.eq(advance),
-            vu.i_stream.valid.eq(b_valid),
-            vu.i_stream.payload.x.eq(r_rd.data),
         ]
         lanes = data.ArrayLayout(signed(aw), p)(a_rd.data)
+        feed_acc = Signal(signed(aw))
         with m.Switch(b_lane):
             for i in range(p):
                 with m.Case(i):
-                    m.d.comb += vu.i_stream.payload.acc.eq(lanes[i])
+                    m.d.comb += feed_acc.eq(lanes[i])
+        # between commands the vector unit is the direct path's (v_stream -> vo_stream)
+        vi = self.v_stream
+        m.d.comb += [
+            vu.i_stream.valid.eq(Mux(running, b_valid, vi.valid)),
+            vu.i_stream.payload.x.eq(Mux(running, r_rd.data, vi.payload.x)),
+            vu.i_stream.payload.acc.eq(Mux(running, feed_acc, vi.payload.acc)),
+            vi.ready.eq(vu.i_stream.ready & ~running),
+        ]
         with m.If(advance):
             m.d.sync += [b_valid.eq(issue), b_lane.eq(rd_i)]
         with m.If(accept):
@@ -276,9 +289,12 @@ class LinearVectorOp(wiring.Component):
         # ---- output: the vector unit's beats, the command's last one flagged
         out_t = Signal(range(self._max_tokens))
         final = vu.o_stream.payload.last & (out_t == cmd.tokens - 1)
+        vo = self.vo_stream
         m.d.comb += [
-            self.o_stream.valid.eq(vu.o_stream.valid),
-            vu.o_stream.ready.eq(self.o_stream.ready),
+            self.o_stream.valid.eq(vu.o_stream.valid & running),
+            vo.valid.eq(vu.o_stream.valid & ~running),
+            vo.payload.eq(vu.o_stream.payload),
+            vu.o_stream.ready.eq(Mux(running, self.o_stream.ready, vo.ready)),
             self.o_stream.payload.y.eq(vu.o_stream.payload.y),
             self.o_stream.payload.bit.eq(vu.o_stream.payload.bit),
             self.o_stream.payload.last.eq(vu.o_stream.payload.last),
