@@ -280,7 +280,7 @@ def image_file(model, spec, cache=None) -> Path:
 
 # --------------------------------------------------------------------------- cocotb side
 
-def tap_failures(model, lanes: int, ids, types, length: int, lines) -> tuple[int, list[str]]:
+def tap_failures(model, lanes: int, ids, types, length: int, lines, code_bits: int = 16) -> tuple[int, list[str]]:
     """Compare one inference's activation-buffer writes (``"lane code"`` lines of the wrapper's
     ``accel_taps.txt``) with the golden model's taps: per member (lane ``m % E``, its ``m // E``-th turn) the
     embedding LayerNorm output (``m<k>.emb.ln``) and every layer's output (``m<k>.l<l>.ffn_ln``), the real
@@ -289,9 +289,13 @@ def tap_failures(model, lanes: int, ids, types, length: int, lines) -> tuple[int
 
     n, h, layers = len(ids), model.dims["hidden_size"], model.dims["num_layers"]
     per_lane = [[] for _ in range(lanes)]
+    half, full = 1 << (code_bits - 1), 1 << code_bits
     for line in lines:
         e, v = line.split()
-        per_lane[int(e)].append(int(v))
+        # only the code's own bits: Verilator 5.049 has printed the signed tap wire with bits of a wider
+        # internal signal above it (a positive code as code + 2**16)
+        v = int(v) & (full - 1)
+        per_lane[int(e)].append(v - full if v >= half else v)
     taps = GoldenModel(model).forward(np.array([ids[:length]]), None, np.array([types[:length]]), taps=True).taps
     block, blocks, bad = n * h, 0, []
     turns = -(-int(model.members) // lanes)
@@ -472,7 +476,8 @@ async def inference(dut):
         mismatches = [(i, w, g) for i, (w, g) in enumerate(zip(want_beats, got)) if w != g]
         measured = final - accept
         bad = _counter_checks(spec, lay, counters, n, measured, reads, acc.lanes)
-        tap_blocks, tap_bad = tap_failures(model, acc.lanes, ids, types, length, taps.readlines())
+        tap_blocks, tap_bad = tap_failures(model, acc.lanes, ids, types, length, taps.readlines(),
+                                           code_bits=spec.fmt["layernorm"].bits)
         if int(dut.error.value):
             bad.append("a weight prefetch saw a request out of sequence (error)")
         stall = job.get("stall", 0.0)
