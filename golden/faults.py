@@ -13,9 +13,10 @@ Targets (``--targets``; the bits a flip can hit):
     (``emb.word.bits``) -- the bits ``weight_bits_per_member`` of ``bebert inspect`` counts. A flip
     turns a +1 weight into -1 or back: what a bit error in the weight memory or its stream does.
 ``thresholds``
-    The integer threshold and polarity of every sign-only channel (Q, K, V, FFN1): each threshold as the
-    accelerator's threshold record holds it, ``acc_width = bits_for(H) + 1`` bits of two's complement,
-    plus its polarity bit. A flipped threshold may leave ``0..K+1`` (the channel then outputs a constant).
+    The integer threshold and polarity of every sign-only channel (Q, K, V, FFN1): each threshold code in
+    the width of the accelerator's threshold field, ``acc_width = bits_for(H) + 1`` bits of two's
+    complement, plus its polarity bit. A flipped threshold may leave ``0..K+1`` (the channel then outputs
+    a constant).
 ``activations``
     Every binary activation buffer of an inference: layer inputs, Q/K/V bits, attention bits, context
     bits, FFN bits, the pooler's input (through :attr:`GoldenModel._pack_activations`). Fresh flips for

@@ -1,7 +1,7 @@
 """Bad input, refused (issue 17, ``docs/robustness.md``): every case exits non-zero with one line on stderr that
 names the problem, no traceback, and leaves no file behind (nothing new or changed in the folders it touches).
 
-The CLI runs in-process (``bebert.cli.main``); three cases run it as a real process (bytes on the command line,
+The CLI runs in-process (``bebert.cli.main``); two cases run it as a real process (bytes on the command line,
 exit status and stderr of the interpreter itself). With ``BEBERT_ROBUSTNESS_JSON=docs/results/robustness.json``
 a full run of this module writes each case's outcome into that report's ``bad_inputs`` list.
 """
