@@ -2,6 +2,7 @@
 
 import argparse
 import json
+import math
 import os
 import shutil
 from pathlib import Path
@@ -77,7 +78,18 @@ def test_boosted_ensemble_run(tmp_path, teacher):
     cfg = _student(tmp_path / "ens", teacher, members=2, kd="pred", epochs=4, lr=3e-3, input_scales=False)
     result = Trainer(cfg, log=lambda s: None).run()
     assert result["done"] and len(result["weights"]) == 2
-    assert all(w > 0 for w in result["weights"]), "members better than chance get positive SAMME weights"
+    # Which members beat chance depends on the platform's float rounding (CI saw member 1 at exactly
+    # 0.5): check the SAMME rule on the recorded errors instead of a particular outcome.
+    ens_rows = [r for r in result["metrics"] if r["type"] == "ensemble"]
+    assert [r["alpha"] for r in ens_rows] == result["weights"]
+    for r in ens_rows:
+        e = r["train_error"]
+        assert 0.0 <= e <= 1.0
+        if e >= 0.5:
+            assert r["alpha"] == 0.0, "a member no better than chance gets weight 0"
+        else:
+            e = max(e, 1e-10)  # SAMME clips a perfect member's error
+            assert r["alpha"] == pytest.approx(math.log((1 - e) / e)), "SAMME weight log((1-e)/e) for K=2"
     members, weights, meta = load_student(tmp_path / "ens")
     assert len(members) == 2 and weights == result["weights"] and meta["ensemble"]["method"] == "boost"
     rows = result["metrics"]
