@@ -314,6 +314,14 @@ class Accelerator(wiring.Component):
             besti = Mux(better, i, besti)
         lane_logit = Array(Array(ln["logit"][i] for i in range(L)) for ln in lanes)
         lane_ew = Array(ln["ew"] for ln in lanes)
+        # e_m * logit of the lane on offer, registered (it is added on the member's last beat, at least one
+        # cycle after the lane came on offer when L > 1; with L = 1 it is computed in the cycle)
+        comb_p = [Signal(signed(f["ensemble_weight"].bits + f["logits"].bits), name=f"comb_p{i}") for i in range(L)]
+        for i in range(L):
+            if L > 1:
+                m.d.sync += comb_p[i].eq(lane_ew[oe] * lane_logit[oe][i])
+            else:
+                m.d.comb += comb_p[i].eq(lane_ew[oe] * lane_logit[oe][i])
         lane_on = Array(ln["on"] for ln in lanes)
         m.d.comb += [o.payload.label.eq(ol), o.payload.member.eq(Mux(phase == COMB, M, rnd * E + oe)),
                      o.payload.pred.eq(besti),
@@ -356,7 +364,7 @@ class Accelerator(wiring.Component):
             m.d.sync += ol.eq(ol + 1)
             with m.If(ol == L - 1):
                 m.d.sync += ol.eq(0)
-                m.d.sync += [tot[i].eq(tot[i] + lane_ew[oe] * lane_logit[oe][i]) for i in range(L)]
+                m.d.sync += [tot[i].eq(tot[i] + comb_p[i]) for i in range(L)]
                 with m.If(last_lane):
                     m.d.sync += oe.eq(0)
                     with m.If((rnd + 1) * E >= M):
@@ -566,12 +574,21 @@ class Accelerator(wiring.Component):
                      vu.p_stream.payload.k.eq(1), vu.p_stream.payload.last.eq(cc == h - 1)]
         pos_c = rec[:eb].as_signed()
         typ_c = rec[wb: wb + eb].as_signed()
-        sgn = wrow.bit_select(cch, 1)
+        sgn = wrow[0]              # the word row shifts by one bit per channel (no H-way multiplexer)
         term = Mux(sgn, wscale, -wscale)
         esum = sig(signed(f["residual"].bits), "esum")
         _fit(m, esum, _align([(term, fs), (pos_c, fe), (typ_c, fe)], fr), f["residual"])
         m.d.comb += [vu.i_stream.payload.acc.eq(0), vu.i_stream.payload.x.eq(esum)]
         l_embed = in_embed & on
+        # the token's record offsets, two register stages behind tq_i (the token id and type looked up, then
+        # scaled): a read that uses them starts at least 2H cycles after tq_i last changed
+        id_r = sig(bits_for(sp.vocab - 1), "id_r")
+        ty_r = sig(bits_for(max(sp.types - 1, 1)), "ty_r")
+        t_r = sig(range(mt), "t_r")
+        w_ofs, p_ofs, y_ofs = sig(aw, "w_ofs"), sig(aw, "p_ofs"), sig(aw, "y_ofs")
+        m.d.sync += [id_r.eq(ids[tq_i]), ty_r.eq(tys[tq_i]), t_r.eq(tq_i),
+                     w_ofs.eq(lay["word"] + id_r * lay["wpr_word"]), p_ofs.eq(lay["position"] + t_r * h),
+                     y_ofs.eq(lay["type"] + ty_r * h)]
         with m.If(l_embed):
             with m.Switch(cstate):
                 with m.Case(0):
@@ -588,7 +605,7 @@ class Accelerator(wiring.Component):
                 with m.Case(2):
                     m.d.comb += [vu.i_stream.valid.eq(rec_valid), rec_take.eq(vu.i_stream.ready)]
                     with m.If(rec_valid & vu.i_stream.ready):
-                        m.d.sync += cch.eq(cch + 1)
+                        m.d.sync += [cch.eq(cch + 1), wrow.eq(wrow >> 1)]
                         with m.If(cch == h - 1):
                             m.d.sync += [cstate.eq(1), ct.eq(ct + 1)]
             with m.Switch(rq):
@@ -597,11 +614,11 @@ class Accelerator(wiring.Component):
                     with m.If(started):
                         m.d.sync += [rq.eq(1), tq_i.eq(0)]
                 with m.Case(1):
-                    go(mbase + lay["word"] + ids[tq_i] * lay["wpr_word"], lay["wpr_word"], lay["wpr_word"])
+                    go(mbase + w_ofs, lay["wpr_word"], lay["wpr_word"])
                     with m.If(started):
                         m.d.sync += rq.eq(2)
                 with m.Case(2):
-                    go(mbase + lay["position"] + tq_i * h, h, 2, 1, mbase + lay["type"] + tys[tq_i] * h)
+                    go(mbase + p_ofs, h, 2, 1, mbase + y_ofs)
                     with m.If(started):
                         m.d.sync += [rq.eq(Mux(tq_i == n - 1, 3, 1)), tq_i.eq(tq_i + 1)]
         m.d.comb += vu.o_stream.ready.eq(1)
@@ -735,8 +752,18 @@ class Accelerator(wiring.Component):
         m.d.comb += [idx_w.addr.eq(p_addr), idx_w.data.eq(pidx), idx_w.en.eq(p_we), idx_r.addr.eq(tq_i),
                      pv_w.addr.eq(cc), pv_w.data.eq(code(f["pooler"].bits)),
                      pv_r.addr.eq(Mux(cls_take, Mux(hk == h - 1, 0, hk + 1), hk))]
+        # the classifier MAC in two stages: the product registered (the multiplier's output register), then
+        # the accumulation; a bias waits while its label's last product is still on its way (only with L = 1)
+        mac_v = sig(1, "mac_v")
+        mac_l = sig(range(max(L, 2)), "mac_l")
+        mac_p = sig(signed(f["pooler"].bits + f["classifier_weight"].bits), "mac_p")
+        mac_wait = sig(1, "mac_wait")
+        m.d.sync += [mac_v.eq(0), mac_l.eq(hl), mac_p.eq(pv_r.data * code(f["classifier_weight"].bits))]
+        with m.If(mac_v):
+            m.d.sync += cacc[mac_l].eq(cacc[mac_l] + mac_p)
+        m.d.comb += mac_wait.eq(mac_v & (mac_l == hl))
         with m.If(l_head):
-            m.d.comb += rec_take.eq(1)
+            m.d.comb += rec_take.eq(~((hstate == 3) & mac_wait))
             with m.If(rec_valid):
                 with m.Switch(hstate):
                     with m.Case(0):
@@ -750,7 +777,7 @@ class Accelerator(wiring.Component):
                             m.d.sync += [hstate.eq(2), hl.eq(0), hk.eq(0)]
                             m.d.sync += [cacc[i].eq(0) for i in range(L)]
                     with m.Case(2):
-                        m.d.sync += cacc[hl].eq(cacc[hl] + pv_r.data * code(f["classifier_weight"].bits))
+                        m.d.sync += mac_v.eq(1)
                         with m.If(hk == h - 1):
                             m.d.sync += [hk.eq(0), hl.eq(hl + 1)]
                             with m.If(hl == L - 1):
@@ -758,9 +785,10 @@ class Accelerator(wiring.Component):
                         with m.Else():
                             m.d.sync += hk.eq(hk + 1)
                     with m.Case(3):
-                        m.d.sync += [logit[hl].eq(bsum), hl.eq(hl + 1)]
-                        with m.If(hl == L - 1):
-                            m.d.sync += [hstate.eq(4), hl.eq(0)]
+                        with m.If(~mac_wait):
+                            m.d.sync += [logit[hl].eq(bsum), hl.eq(hl + 1)]
+                            with m.If(hl == L - 1):
+                                m.d.sync += [hstate.eq(4), hl.eq(0)]
                     with m.Case(4):
                         m.d.sync += [ew.eq(code(f["ensemble_weight"].bits)), hstate.eq(5)]
             with m.Switch(rq):
