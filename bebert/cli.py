@@ -18,9 +18,12 @@ DESCRIPTION = """\
 BEBERT: binary ensemble BERT from PyTorch training to an FPGA accelerator.
 
   bebert doctor            check every tool the flow uses (versions, origins, what is missing)
-  bebert demo              PE array in Verilator: binary matrix x vectors, checked against golden
+  bebert demo              the shipped ensemble through the whole accelerator RTL in Verilator against golden,
+                           then the same sentences on the CPU (torch FP32, bit-packed C) beside it
   bebert sim MODEL --text  sentences through the whole accelerator RTL in Verilator, checked against golden
-  bebert synth pe-array    yosys + nextpnr for ECP5: LUT4, FF, Fmax of the PE array
+  bebert presets           the named accelerator configurations (--preset NAME on sim and synth)
+  bebert synth pe-array    yosys + nextpnr for ECP5: LUT4, FF, Fmax of the PE array (also: blocks)
+  bebert synth accelerator the whole accelerator: LUT4, FF, EBR, Fmax, worst paths, per-block area, bitstream
   bebert train / eval      train and evaluate teachers, binary students and BEBERT ensembles
   bebert export / inspect  integer deployment file from a checkpoint, and its summary
   bebert perf              cycle estimate of an inference: ideal, weight-stream floor, per op
@@ -41,6 +44,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_parser(sub)
     from .sim import sim_cli
     sim_cli.add_parser(sub)
+    from .hw import presets
+    presets.add_parser(sub)
     from .fpga import cli as fpga_cli
     fpga_cli.add_parser(sub)
     # Subcommands of packages that provide them (import errors inside them are real errors).

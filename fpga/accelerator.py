@@ -70,11 +70,13 @@ def build_top(model_path, *, p: int = 2, s: int = 32, lanes: int = 2, prefetch: 
 def synth_accelerator(model_path, *, p: int = 2, s: int = 32, lanes: int = 2, prefetch: int = 4096,
                       word_bits: int = 16, max_tokens: int = 16, device: str = "LFE5U-85F",
                       target_mhz: float = GOAL_MHZ, workdir: Path | None = None, seed: int = 1,
-                      per_block: bool = False, pnr: bool = True, router: str = "router1") -> dict:
+                      per_block: bool = False, pnr: bool = True, router: str = "router1",
+                      bitstream: bool = False) -> dict:
     """Synthesise the accelerator of the W1A1 deployment file ``model_path``; the JSON row.
 
     ``per_block`` adds the per-block breakdown (:func:`breakdown`, native yosys); ``pnr=False`` skips the
-    flat synthesis and the place and route (no Fmax, no paths)."""
+    flat synthesis and the place and route (no Fmax, no paths); ``bitstream`` packs the routed design
+    (``accel_top.bit`` in ``workdir/flat``; out of context, its pins where nextpnr put them)."""
     import tempfile
 
     if device not in DEVICES:
@@ -98,7 +100,7 @@ def synth_accelerator(model_path, *, p: int = 2, s: int = 32, lanes: int = 2, pr
         row["pe_share"] = round(pe / max(bd["total"]["lut4"], 1), 4)
     if pnr:
         res = synth_ecp5(top, device=device, target_mhz=target_mhz, workdir=work / "flat", seed=seed,
-                         name="accel_top", router=router)
+                         name="accel_top", router=router, bitstream=bitstream)
         row.update(res.as_dict())
         row["mult18"] = res.yosys_cells.get("MULT18X18D", 0)
     else:
@@ -121,7 +123,9 @@ def area_config(row: dict, name: str) -> dict:
             "categories": row.get("categories", {}), "breakdown_total": row.get("breakdown_total"),
             "ff": row.get("ff"), "ebr": row.get("ebr"), "mult18": row.get("mult18"),
             "worst_paths": row.get("worst_paths", []), "yosys": row.get("yosys", "native"),
-            "seconds": {k: row[k] for k in ("synth_seconds", "pnr_seconds", "breakdown_seconds") if k in row},
+            "bitstream_bytes": row.get("bitstream_bytes"),
+            "seconds": {k: row[k] for k in ("synth_seconds", "pnr_seconds", "breakdown_seconds", "pack_seconds")
+                        if row.get(k) is not None},
             "command": row["command"]}
 
 
@@ -266,13 +270,15 @@ def add_arguments(ap) -> None:
     ap.add_argument("--model", default=str(Path(__file__).resolve().parents[1] / "checkpoints" /
                                            "sst2-bebert-w1a1-m2.safetensors"),
                     help="W1A1 deployment file (default: the shipped checkpoint)")
-    ap.add_argument("--p", type=int, default=2, help="PE array output channels per lane (default 2)")
-    ap.add_argument("--s", type=int, default=32, help="PE array input bits per cycle (default 32)")
-    ap.add_argument("--lanes", type=int, default=2, help="ensemble-parallel lanes (default 2)")
-    ap.add_argument("--prefetch", type=int, default=4096, help="weight prefetch words per lane (default 4096)")
-    ap.add_argument("--word-bits", type=int, default=16, help="memory word width (default 16)")
-    ap.add_argument("--max-tokens", type=int, default=16, help="longest sequence (default 16)")
-    ap.add_argument("--device", choices=sorted(DEVICES), default="LFE5U-85F", help="ECP5 part (default LFE5U-85F)")
+    ap.add_argument("--preset", help="a named configuration (bebert presets; default: demo-ecp5's parameters); "
+                                     "the options below override it")
+    ap.add_argument("--p", type=int, help="PE array output channels per lane (demo-ecp5: 2)")
+    ap.add_argument("--s", type=int, help="PE array input bits per cycle (demo-ecp5: 32)")
+    ap.add_argument("--lanes", type=int, help="ensemble-parallel lanes (demo-ecp5: 2)")
+    ap.add_argument("--prefetch", type=int, help="weight prefetch words per lane (demo-ecp5: 4096)")
+    ap.add_argument("--word-bits", type=int, help="memory word width (demo-ecp5: 16)")
+    ap.add_argument("--max-tokens", type=int, help="longest sequence (demo-ecp5: 16)")
+    ap.add_argument("--device", choices=sorted(DEVICES), help="ECP5 part (default: the preset's, LFE5U-85F)")
     ap.add_argument("--freq", type=float, default=GOAL_MHZ, help="clock constraint in MHz (default 125)")
     ap.add_argument("--seed", type=int, default=1, help="nextpnr placement seed")
     ap.add_argument("--workdir", type=Path, help="keep the tool files here (default: a temp folder)")
@@ -281,6 +287,9 @@ def add_arguments(ap) -> None:
                     help="also synthesise without flattening and report LUT4, FF, LUT RAM, EBR and MULT18 per block "
                          "(native yosys); with -o the JSON is an area report (docs/results/area.json format)")
     ap.add_argument("--no-pnr", action="store_true", help="skip the flat synthesis and place and route (with --breakdown)")
+    ap.add_argument("--bitstream", action="store_true",
+                    help="pack the routed design into a bitstream with ecppack (accel_top.bit in WORKDIR/flat; out of "
+                         "context: no board pins, for size and to show the design packs)")
     ap.add_argument("--name", help="configuration name in the area report (default P{p}xS{s}-E{lanes})")
     ap.add_argument("-o", "--output", help="write the report to this JSON file (and a .md beside it); with "
                                            "--breakdown, add this configuration to an area report")
@@ -290,12 +299,18 @@ def run(args) -> int:
     steps = (["per-block breakdown"] if args.breakdown else []) + ([] if args.no_pnr else ["yosys", "nextpnr"])
     if not steps:
         raise ValueError("--no-pnr without --breakdown leaves nothing to do")
+    if args.bitstream and args.no_pnr:
+        raise ValueError("--bitstream needs the place and route (drop --no-pnr)")
+    from ..hw.presets import apply
+
+    preset = apply(args, ("p", "s", "lanes", "prefetch", "word_bits", "max_tokens"), need_built="bebert synth accelerator")
+    args.device = args.device or "LFE5U-85F"
     print(f"synthesising the accelerator of {args.model} (P={args.p} x S={args.s}, {args.lanes} lane(s)) for "
           f"{args.device} at {args.freq:g} MHz ({', then '.join(steps)}; minutes to tens of minutes) ...", flush=True)
     row = synth_accelerator(args.model, p=args.p, s=args.s, lanes=args.lanes, prefetch=args.prefetch,
                             word_bits=args.word_bits, max_tokens=args.max_tokens, device=args.device,
                             target_mhz=args.freq, workdir=args.workdir, seed=args.seed, per_block=args.breakdown,
-                            pnr=not args.no_pnr, router=args.router)
+                            pnr=not args.no_pnr, router=args.router, bitstream=args.bitstream)
     row["command"] = "bebert " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     if row["lut4"] is not None:
         print(f"LUT4 {row['lut4']} ({row['lut4_share']:.0%})  FF {row['ff']}  EBR {row['ebr']}  MULT18 {row['mult18']}  "
@@ -307,7 +322,8 @@ def run(args) -> int:
             print(f"  {k:16} {v['lut4']:7} LUT4  {v['ff']:7} FF  {v['ram']:5} LUTRAM  {v['ebr']:4} EBR  {v['dsp']:3} MULT18")
     if args.output:
         if args.breakdown:
-            save_area(args.output, area_config(row, args.name or f"P{args.p}xS{args.s}-E{args.lanes}"))
+            save_area(args.output, area_config(row, args.name or (preset.name if preset else
+                                                                  f"P{args.p}xS{args.s}-E{args.lanes}")))
         else:
             save_report(args.output, row, markdown(row))
     return 0

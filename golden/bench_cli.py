@@ -19,19 +19,21 @@ engine                        what
 ``bitpacked``                 the bit-packed XNOR-popcount C engine (:mod:`bebert.golden.bitpacked`),
                               1 and 2 threads; checked bit-exact against golden at every ``n``
 ``accel-demo``, ``accel-edge``  the accelerator's cycle model
-                              (:func:`bebert.golden.accelerator.expected_cycles`) at an assumed clock
+                              (:func:`bebert.golden.accelerator.expected_cycles`) at the preset's clock
 ============================  ===============================================================
 
 Every measured figure is the median of ``--runs`` timed calls (default 7, after one warm-up call)
 with their minimum and maximum; the ratios come from the same invocation. The accelerator's
-figures are computed, not measured: cycles over the clock (:data:`CLOCK_MHZ`, an assumption until
-the whole design has a post-route Fmax).
+figures are computed, not measured: cycles over the clock, the post-route Fmax of the preset's
+configuration where ``docs/results/area.json`` has one (:func:`preset_clock`), else :data:`CLOCK_MHZ`
+(an assumption, said so in every output). ``--perf-model`` checks the cycle model against Verilator.
 """
 
 from __future__ import annotations
 
 import argparse
 import hashlib
+import json
 import logging
 import os
 import platform
@@ -44,7 +46,7 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["add_bench_parser", "run_bench", "ENGINES", "PRESETS", "CLOCK_MHZ", "sequences", "machine", "markdown"]
+__all__ = ["add_bench_parser", "run_bench", "compare_sentences", "print_comparison", "preset_clock", "ENGINES", "PRESETS", "CLOCK_MHZ", "sequences", "machine", "markdown"]
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_MODEL = ROOT / "checkpoints" / "sst2-bebert-w1a1-m2.safetensors"
@@ -54,18 +56,21 @@ DEFAULT_DATA = ROOT.parent / "shared" / "data" / "sst2-sentences"
 #: design has no post-route Fmax yet (it did not route, ``docs/results-hw.md``).
 CLOCK_MHZ = 125.0
 
-#: Accelerator configurations for the cycle model. ``latency`` is the memory's read latency in cycles
+#: Accelerator configurations for the cycle model: the presets of :mod:`bebert.hw.presets` (``accel-demo`` is
+#: ``demo-ecp5``, ``accel-edge`` is ``edge-ecp5``). ``latency`` is the memory's read latency in cycles
 #: (``bebert perf --latency``; the model takes ``latency - 1``).
-PRESETS = {
-    "demo": dict(p=2, s=32, lanes=2, word_bits=16, bits_per_cycle=12.8, latency=8, prefetch=True,
-                 what="the shipped demo configuration: 2 lanes of P x S = 2 x 32, 4096-word weight prefetch per "
-                      "lane, 16-bit SDRAM words at 12.8 bits/cycle (ULX3S), read latency 8"),
-    "edge": dict(p=32, s=128, lanes=2, word_bits=4096, bits_per_cycle=8192.0, latency=2, prefetch=True,
-                 what="hypothetical edge preset: 2 lanes of P x S = 32 x 128 (4096 XNOR-popcount bits per lane; "
-                      "P and S divide H = 384 and F = 1536), weights on chip: 4096-bit words (one weight tile), "
-                      "8192 bits/cycle (one tile per lane per cycle), read latency 2; the shipped ensemble's "
-                      "21.6 Mbit of weights would not fit the LFE5U-85F's 3.8 Mbit of block RAM"),
-}
+def _bench_presets() -> dict:
+    from ..hw.presets import PRESETS as HW
+
+    out = {}
+    for key, name in (("demo", "demo-ecp5"), ("edge", "edge-ecp5")):
+        pr = HW[name]
+        out[key] = dict(p=pr.p, s=pr.s, lanes=pr.lanes, word_bits=pr.word_bits, bits_per_cycle=pr.bits_per_cycle,
+                        latency=pr.latency, prefetch=bool(pr.prefetch), what=f"preset {name}: {pr.what}")
+    return out
+
+
+PRESETS = _bench_presets()
 
 #: Engine key -> (row label, thread counts; "all" = every core).
 ENGINES = {
@@ -156,15 +161,18 @@ def sequences(model, lengths, data_dir) -> dict[int, np.ndarray]:
     return {n: np.array([[cls] + pieces[: n - 2] + [sep]], dtype=np.int64) for n in lengths}
 
 
-def _time(fn, runs: int) -> tuple[float, float, float]:
-    """``(median, min, max)`` milliseconds of ``runs`` calls after one warm-up call."""
+def _time(fn, runs: int) -> tuple[float, float, float, float]:
+    """``(median, min, max)`` wall-clock milliseconds of ``runs`` calls after one warm-up call, and the
+    median CPU milliseconds of the process per call (all its threads: on a busy machine, a one-thread
+    engine's CPU time is close to its wall time on an idle one)."""
     fn()
-    ts = []
+    ts, cpu = [], []
     for _ in range(runs):
-        t0 = time.perf_counter()
+        c0, t0 = time.process_time(), time.perf_counter()
         fn()
         ts.append((time.perf_counter() - t0) * 1e3)
-    return statistics.median(ts), min(ts), max(ts)
+        cpu.append((time.process_time() - c0) * 1e3)
+    return statistics.median(ts), min(ts), max(ts), statistics.median(cpu)
 
 
 def _teacher(model):
@@ -214,6 +222,28 @@ def _onnx_files(hf, source: str) -> tuple[Path, Path]:
     return fp32, int8
 
 
+AREA_REPORT = ROOT / "docs" / "results" / "area.json"
+
+
+def preset_clock(preset: str, area_report: Path | None = None) -> tuple[float, str]:
+    """``(MHz, source)``: the post-route Fmax of the preset's configuration where the area report
+    (``bebert synth accelerator --breakdown -o docs/results/area.json``) has one for the same P, S, lanes,
+    prefetch and word width, else the assumed :data:`CLOCK_MHZ`."""
+    area_report = AREA_REPORT if area_report is None else area_report
+    pr = PRESETS[preset]
+    want = {"P": pr["p"], "S": pr["s"], "lanes": pr["lanes"], "word_bits": pr["word_bits"]}
+    try:
+        doc = json.loads(Path(area_report).read_text())
+    except (OSError, ValueError):
+        doc = {}
+    for cfg in doc.get("configs", []) if isinstance(doc, dict) else []:
+        params = cfg.get("params", {})
+        if (all(params.get(k) == v for k, v in want.items()) and bool(params.get("prefetch")) == pr["prefetch"]
+                and cfg.get("fmax_mhz")):
+            return float(cfg["fmax_mhz"]), f"post-route Fmax of \"{cfg.get('name')}\" ({Path(area_report).name})"
+    return CLOCK_MHZ, "assumed"
+
+
 def _cycle_row(model, preset: str, n: int) -> dict:
     from .accelerator import AccelSpec, expected_cycles
     from .schedule import HwParams, performance
@@ -224,11 +254,72 @@ def _cycle_row(model, preset: str, n: int) -> dict:
     cycles = expected_cycles(spec, n, pr["bits_per_cycle"], pr["latency"] - 1, lanes=lanes, prefetch=pr["prefetch"])
     perf = performance(model.meta["config"], n, HwParams(p=pr["p"], s=pr["s"], lanes=lanes,
                                                          bits_per_cycle=pr["bits_per_cycle"]), model.members)
-    ms = cycles / (CLOCK_MHZ * 1e3)
+    mhz, clock_source = preset_clock(preset)
+    ms = cycles / (mhz * 1e3)
     return {"engine": "accelerator", "preset": preset, "n": n, "batch": 1, "threads": None, "ms_median": ms,
             "ms_min": ms, "ms_max": ms, "cycles": int(cycles), "ideal_cycles": int(perf["ideal_cycles"]),
-            "weight_floor_cycles": int(perf["weight_floor_cycles"]), "clock_mhz": CLOCK_MHZ,
-            "source": "cycle model (golden.accelerator.expected_cycles), clock assumed"}
+            "weight_floor_cycles": int(perf["weight_floor_cycles"]), "clock_mhz": mhz, "clock_source": clock_source,
+            "source": f"cycle model (golden.accelerator.expected_cycles), clock {clock_source}"}
+
+
+def compare_sentences(model_path, sentences: list[dict], preset: str = "demo", runs: int = 5) -> list[dict]:
+    """The accelerator beside the CPU for ``sentences`` (``{"ids", "cycles"}``: token ids with [CLS] and
+    [SEP], and the cycles Verilator measured for them): per sentence, the accelerator's milliseconds at the
+    preset's clock (:func:`preset_clock`) and the median of ``runs`` timed calls of torch FP32 (the
+    teacher, 1 thread) and the bit-packed C engine (1 and 2 threads, its logits checked against golden).
+    ``bebert demo`` prints this after its simulation."""
+    import torch
+
+    from .bitpacked import BitPackedModel
+    from .format import load_int_model
+    from .infer import GoldenModel
+
+    model = load_int_model(model_path)
+    mhz, source = preset_clock(preset)
+    hf, teacher = _teacher(model)
+    golden, bp = GoldenModel(model), BitPackedModel(model)
+    threads = torch.get_num_threads()
+    out = []
+    try:
+        for snt in sentences:
+            ids = np.array([snt["ids"]], dtype=np.int64)
+            row = {"tokens": ids.shape[1], "cycles": int(snt["cycles"]), "clock_mhz": mhz, "clock_source": source,
+                   "accelerator_ms": snt["cycles"] / (mhz * 1e3), "teacher": teacher}
+            torch.set_num_threads(1)
+            it, am = torch.as_tensor(ids), torch.ones(ids.shape, dtype=torch.int64)
+
+            def fp32(it=it, am=am):
+                with torch.inference_mode():
+                    return hf(it, am)
+
+            row["torch_fp32_1t_ms"] = _time(fp32, runs)[0]
+            ref = golden.forward(ids)
+            for t in (1, 2):
+                got = bp.forward(ids, threads=t)
+                if not np.array_equal(got.logits, ref.logits):
+                    raise RuntimeError(f"the bit-packed engine's logits differ from golden ({t} threads): a bug")
+                row[f"bitpacked_{t}t_ms"] = _time(lambda ids=ids, t=t: bp.forward(ids, threads=t), runs)[0]
+            out.append(row)
+    finally:
+        torch.set_num_threads(threads)
+    return out
+
+
+def print_comparison(rows: list[dict]) -> None:
+    """The table of :func:`compare_sentences`."""
+    if not rows:
+        return
+    r0 = rows[0]
+    clock = f"{r0['clock_mhz']:g} MHz ({r0['clock_source']})"
+    print(f"\n  against the CPU (this machine; medians of timed runs, batch 1; accelerator = Verilator cycles at {clock}):")
+    print(f"  {'tokens':>6} {'accelerator':>12} {'torch FP32 1t':>14} {'bit-packed 1t':>14} {'bit-packed 2t':>14}")
+    for r in rows:
+        print(f"  {r['tokens']:>6} {r['accelerator_ms']:>9.2f} ms {r['torch_fp32_1t_ms']:>11.2f} ms "
+              f"{r['bitpacked_1t_ms']:>11.2f} ms {r['bitpacked_2t_ms']:>11.2f} ms")
+    worst = max(r["accelerator_ms"] / r["bitpacked_1t_ms"] for r in rows)
+    if worst > 1:
+        print(f"  the accelerator in this configuration is up to {worst:.1f}x SLOWER than the bit-packed CPU on one "
+              "thread: it streams every weight bit from the SDRAM for each sentence (docs/results-bench.md)")
 
 
 # ------------------------------------------------------------------------------------ output
@@ -278,6 +369,17 @@ def _ratios(rows) -> dict:
             "edge_n128_vs_bitpacked_2t": None if edge is None or bp2 is None else round(bp2 / edge, 3)}
 
 
+def _busy(result: dict) -> str | None:
+    """A warning when other jobs held the cores (1-minute load average at the start above half the cores)."""
+    m = result["machine"]
+    load, cores = (m.get("load_average") or [0.0])[0], m.get("cores") or 1
+    if load <= cores / 2:
+        return None
+    return (f"The machine was busy: a 1-minute load average of {load:g} on {cores} cores before the benchmark "
+            "started, from other jobs. Every CPU figure is slower than on an idle machine, the multi-threaded "
+            "ones most (their threads wait for each other at every barrier), and the ratios move with it.")
+
+
 def markdown(result: dict, plot_rel: str | None) -> str:
     """``docs/results-bench.md``: the page, generated from the results."""
     m, rows, lengths = result["machine"], result["rows"], result["lengths"]
@@ -296,6 +398,7 @@ def markdown(result: dict, plot_rel: str | None) -> str:
         "(a shared machine: other jobs may have been running); torch "
         f"{m.get('torch')}, onnxruntime {m.get('onnxruntime')}, numpy {m.get('numpy')}.",
         "",
+        *([f"**{_busy(result)}**", ""] if _busy(result) else []),
         f"Model: `{result['model']}` ({result['model_summary']}); teacher: {result.get('teacher_source', '-')}.",
         "",
         "Inputs: " + result["inputs"],
@@ -308,18 +411,30 @@ def markdown(result: dict, plot_rel: str | None) -> str:
     ]
     for k, v in by.items():
         lines.append(f"| {k} | " + " | ".join(_cell(v.get(n)) for n in lengths) + " |")
+    cpu = {k: v for k, v in by.items() if any("cpu_ms_median" in r for r in v.values())}
+    if cpu:
+        lines += ["", "CPU time of the process per call, median ms (all its threads; on a busy machine a one-thread "
+                  "row's CPU time is the better estimate of its latency on an idle one):", "", head,
+                  "|---|" + "---|" * len(lengths)]
+        for k, v in cpu.items():
+            lines.append(f"| {k} | " + " | ".join(f"{v[n]['cpu_ms_median']:.3g}" if n in v else "-"
+                                                  for n in lengths) + " |")
     lines += ["", "Accelerator cycles (cycle model) beside the compute ideal and the weight-stream floor "
               "(`golden.schedule.performance`, per inference of the ensemble):", "",
-              "| preset | n | cycles | ideal | weight floor | x max(ideal, floor) | ms at "
-              f"{CLOCK_MHZ:g} MHz |", "|---|---|---|---|---|---|---|"]
+              "| preset | n | cycles | ideal | weight floor | x max(ideal, floor) | clock (MHz) | ms |",
+              "|---|---|---|---|---|---|---|---|"]
     for r in rows:
         if r["engine"] == "accelerator":
             bound = max(r["ideal_cycles"], r["weight_floor_cycles"])
             lines.append(f"| {r['preset']} | {r['n']} | {r['cycles']:,} | {r['ideal_cycles']:,} | "
-                         f"{r['weight_floor_cycles']:,} | {r['cycles'] / bound:.2f} | {r['ms_median']:.3f} |")
-    lines += ["", "Presets (clock **assumed** " f"{CLOCK_MHZ:g} MHz: each block closes >= 125 MHz alone on the "
-              "LFE5U-85F, the whole design has no post-route Fmax yet):", ""]
-    lines += [f"- `{k}`: {v['what']}." for k, v in PRESETS.items()]
+                         f"{r['weight_floor_cycles']:,} | {r['cycles'] / bound:.2f} | {r['clock_mhz']:g} | "
+                         f"{r['ms_median']:.3f} |")
+    clocks = {r["preset"]: (r["clock_mhz"], r.get("clock_source", "assumed")) for r in rows
+              if r["engine"] == "accelerator"}
+    lines += ["", "Presets and their clocks (an **assumed** clock is not a measurement: each block closes >= 125 MHz "
+              "alone on the LFE5U-85F, the preset as a whole was not placed and routed):", ""]
+    lines += [f"- `{k}`: {v['what']}; clock "
+              + (f"{clocks[k][0]:g} MHz, {clocks[k][1]}" if k in clocks else "-") + "." for k, v in PRESETS.items()]
     ra = result["ratios"]
     lines += ["", "Ratios (latency of the CPU engine over the accelerator's, same run, n = 128):", ""]
     goals = {"edge_n128_vs_torch_fp32_1t": 20.0, "edge_n128_vs_bitpacked_2t": 1.5}
@@ -334,8 +449,25 @@ def markdown(result: dict, plot_rel: str | None) -> str:
                   + " faster."]
     if plot_rel:
         lines += ["", f"![latency against n]({plot_rel})"]
-    lines += ["", "Not here yet (issue 14): Verilator cycles at small n beside the model, batching (B sequences "
-              "per pass over the weights) and the performance model's validation (`perf_model` is empty).", ""]
+    pm = result.get("perf_model") or []
+    if pm:
+        goal = result.get("perf_model_goal_pct", 2.0)
+        worst = max(abs(r["error_pct"]) for r in pm)
+        lines += ["", "Cycle model against Verilator (`--perf-model`, `bebert.sim.perf_check`: the whole accelerator "
+                  "in cocotb + Verilator, one sequence of the same sentences, no backpressure; the logits checked "
+                  "against golden):", "",
+                  "| P x S | lanes | prefetch | word bits | bits/cycle | latency | n | model cycles | Verilator "
+                  "cycles | error | logits |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+        for r in pm:
+            c = r["config"]
+            lines.append(f"| {c['p']} x {c['s']} | {c['lanes']} | {c['prefetch']} | {c['word_bits']} | "
+                         f"{c['bits_per_cycle']:g} | {c['latency']} | {c['n']} | {r['model_cycles']:,} | "
+                         f"{r['verilator_cycles']:,} | {r['error_pct']:+.3f}% | "
+                         f"{'equal' if r['agree'] else '**differ**'} |")
+        lines += ["", f"Worst error {worst:.3f}% (goal within {goal:g}%: {'met' if worst <= goal else '**missed**'})."]
+    lines += ["", "Not here yet (issue 14): batching (B sequences per pass over the weights) is not an RTL "
+              "feature, so there is no throughput-against-B plot" + ("" if pm else ", and the cycle model was not "
+                                                                     "checked in this run (`--perf-model`)") + ".", ""]
     return "\n".join(lines)
 
 
@@ -348,22 +480,26 @@ def plot(result: dict, path: Path) -> None:
 
     from bebert.atomic import atomic_path
 
-    fig, ax = plt.subplots(figsize=(8, 5.5))
+    fig, ax = plt.subplots(figsize=(10, 5.5))
+    colors = plt.get_cmap("tab10").colors
+    engines = list(dict.fromkeys(r["engine"] + (r["preset"] or "") for r in result["rows"]))
     for label, v in _rows_by_label(result["rows"]).items():
         ns = sorted(v)
-        acc = label.startswith("accelerator")
-        ax.plot(ns, [v[n]["ms_median"] for n in ns], ("--" if acc else "-") + "o", label=label, markersize=4)
-        if not acc:
-            ax.fill_between(ns, [v[n]["ms_min"] for n in ns], [v[n]["ms_max"] for n in ns], alpha=0.15)
+        r0 = v[ns[0]]
+        color = colors[engines.index(r0["engine"] + (r0["preset"] or "")) % len(colors)]
+        style = "--" if r0["engine"] == "accelerator" else ("-" if r0["threads"] == 1 else ":")
+        ax.plot(ns, [v[n]["ms_median"] for n in ns], style, marker="o", color=color, label=label, markersize=4)
+        if r0["engine"] != "accelerator":
+            ax.fill_between(ns, [v[n]["ms_min"] for n in ns], [v[n]["ms_max"] for n in ns], color=color, alpha=0.08)
     ax.set_xscale("log", base=2)
     ax.set_yscale("log")
     ax.set_xticks(result["lengths"], [str(n) for n in result["lengths"]])
     ax.set_xlabel("sequence length n (tokens)")
-    ax.set_ylabel("latency per sequence (ms, batch 1)")
+    ax.set_ylabel("latency per sequence (ms, batch 1; band: min-max)")
     ax.set_title(f"bebert bench: {Path(result['model']).name} on {result['machine'].get('cpu')} "
                  f"({result['machine'].get('cores')} cores)", fontsize=9)
     ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=7, loc="upper left")
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     fig.tight_layout()
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=120)
@@ -377,7 +513,8 @@ def add_bench_parser(subparsers) -> argparse.ArgumentParser:
         "bench", help="the accelerator's cycles beside torch, onnxruntime, golden and bit-packed CPU inference",
         description="Latency of one sequence on every engine at each length: torch FP32 (teacher, student), "
                     "onnxruntime FP32/INT8, the golden model, the bit-packed C engine, and the accelerator's "
-                    f"cycle model at an assumed {CLOCK_MHZ:g} MHz.",
+                    "cycle model at the preset's post-route Fmax (docs/results/area.json) or, where it has none, an "
+                    f"assumed {CLOCK_MHZ:g} MHz.",
         epilog=_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default=str(DEFAULT_MODEL), help="W1A1 deployment file (default: the shipped ensemble)")
     p.add_argument("--lengths", type=int, nargs="+", default=[16, 32, 64, 128],
@@ -389,6 +526,9 @@ def add_bench_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", type=Path, help="write the results as JSON (e.g. docs/results/bench.json)")
     p.add_argument("--md", type=Path, help="write the results page as Markdown (e.g. docs/results-bench.md)")
     p.add_argument("--plot", type=Path, help="latency plot (PNG; default with -o: <stem>_latency.png beside it)")
+    p.add_argument("--perf-model", action="store_true",
+                   help="also check the cycle model against Verilator on five configurations of the model "
+                        "(bebert.sim.perf_check.CONFIGS; builds the RTL five times, minutes)")
     p.set_defaults(func=run_bench)
     return p
 
@@ -521,9 +661,9 @@ def run_bench(args: argparse.Namespace) -> int:
                         raise RuntimeError(f"the bit-packed engine's logits differ from golden at n = {n} "
                                            f"(threads {t}): a bug")
                     checked[(n, t)] = True
-                med, lo, hi = _time(fn, args.runs)
+                med, lo, hi, cpu = _time(fn, args.runs)
                 rows.append({"engine": label, "preset": None, "n": n, "batch": 1, "threads": t, "ms_median": med,
-                             "ms_min": lo, "ms_max": hi, "runs": args.runs})
+                             "ms_min": lo, "ms_max": hi, "runs": args.runs, "cpu_ms_median": cpu})
                 bar.update()
     finally:
         bar.close()
@@ -531,6 +671,15 @@ def run_bench(args: argparse.Namespace) -> int:
     result["rows"] = rows
     result["ratios"] = _ratios(rows)
     result["perf_model"] = []
+    if args.perf_model:
+        from ..sim.perf_check import CONFIGS, GOAL_PCT, validate
+
+        longest = max(c["n"] for c in CONFIGS)
+        if longest > d["max_len"]:
+            raise ValueError(f"--perf-model needs sequences of {longest} tokens; the model takes {d['max_len']}")
+        print(f"checking the cycle model against Verilator on {len(CONFIGS)} configurations ...", flush=True)
+        result["perf_model"] = validate(args.model, sequences(model, [longest], args.data_dir)[longest][0].tolist())
+        result["perf_model_goal_pct"] = GOAL_PCT
     result["load_average_end"] = [round(x, 2) for x in os.getloadavg()]
     result["bitpacked_bit_exact"] = bool(checked) and all(checked.values())
     spd = {}
@@ -544,14 +693,23 @@ def run_bench(args: argparse.Namespace) -> int:
     print(f"machine: {info.get('cpu')}, {info.get('cores')} cores, {info.get('cpu_mhz', '?')} MHz; load average "
           f"{info.get('load_average')} -> {result['load_average_end']}")
     print(f"model: {args.model} ({result['model_summary']}); batch 1; ms per sequence, median [min-max] of "
-          f"{args.runs} runs; accelerator: cycle model at an ASSUMED {CLOCK_MHZ:g} MHz clock (no post-route Fmax yet)")
+          f"{args.runs} runs; accelerator: cycle model at "
+          + "; ".join(f"{r['preset']} {r['clock_mhz']:g} MHz ({r['clock_source'].upper() if r['clock_source'] == 'assumed' else r['clock_source']})"
+                      for r in {r['preset']: r for r in rows if r['engine'] == 'accelerator'}.values()))
     print(table(rows, lengths))
+    if _busy(result):
+        print("WARNING: " + _busy(result))
     ra = result["ratios"]
     for k, v in ra.items():
         if v is not None:
             print(f"{k}: {v:.2f}x")
     if result["bitpacked_bit_exact"]:
         print("bit-packed engine: logits equal to golden at every n and thread count")
+    for r in result["perf_model"]:
+        c = r["config"]
+        print(f"cycle model P={c['p']} S={c['s']} lanes {c['lanes']} prefetch {c['prefetch']} n {c['n']}: "
+              f"{r['model_cycles']:,} vs Verilator {r['verilator_cycles']:,} ({r['error_pct']:+.3f}%)"
+              + ("" if r["agree"] else "  LOGITS DIFFER FROM GOLDEN"))
     if args.output:
         write_json_atomic(args.output, result)
         print(f"wrote {args.output}")

@@ -232,6 +232,10 @@ class Accelerator(wiring.Component):
         accept = self.c_stream.valid & self.c_stream.ready
         m.d.comb += [self.c_stream.ready.eq(phase == IDLE), self.running.eq(phase != IDLE)]
         n = cmd.tokens
+        # n*H - 1 (the last activation-buffer address of a phase), a register one cycle behind the command:
+        # no multiplier between the command and the lanes' phase-end compares
+        nh_last = Signal(range(mt * h), name="nh_last")
+        m.d.sync += nh_last.eq(n * h - 1)
         in_embed, in_layer, in_head = phase == EMBED, phase == LAYER, phase == HEAD
         entering = Signal()          # the sequencer changes phase this cycle: every lane's phase state resets
 
@@ -331,9 +335,12 @@ class Accelerator(wiring.Component):
 
         # ------------------------------------------------------------------ the sequence (barriers over lanes)
         def all_of(key):
+            # the barrier waits for every lane's registered `done` (set the cycle after its `key` pulse): one
+            # cycle per phase, and no combinational path from a lane's last beat through the sequencer into
+            # every lane's phase reset
             v = Const(1)
             for ln in lanes:
-                v = v & (ln["done"] | ln[key] | ~ln["on"])
+                v = v & (ln["done"] | ~ln["on"])
             return v
 
         def enter(ph):
@@ -623,7 +630,7 @@ class Accelerator(wiring.Component):
                         m.d.sync += [rq.eq(Mux(tq_i == n - 1, 3, 1)), tq_i.eq(tq_i + 1)]
         m.d.comb += vu.o_stream.ready.eq(1)
         emb_take = vu.o_stream.valid
-        with m.If(l_embed & (a_ptr == n * h - 1) & emb_take):
+        with m.If(l_embed & (a_ptr == s["nh_last"]) & emb_take):
             m.d.comb += fin.eq(1)
 
         # ------------------------------------------------------------------ layer: load, then the command

@@ -6,7 +6,10 @@ configuration of ``docs/results-hw.md`` (two ensemble lanes of ``P x S = 2 x 32`
 ULX3S SDRAM's 12.8 bits per cycle): each sentence's prediction, every member logit and the combined
 logits checked against the golden model (exact equality), the cycles per phase beside the compute
 ideal and the weight-stream floor, and the simulation time. It is ``bebert sim`` with these defaults
-(use ``bebert sim`` for every hardware option).
+(use ``bebert sim`` for every hardware option), followed by the same sentences on the CPU: torch FP32 (the
+MiniLM teacher, one thread) and the bit-packed C engine (one and two threads) beside the accelerator's
+milliseconds at the demo configuration's post-route Fmax (``docs/results/area.json``; an assumed 125 MHz,
+said so, where it has none). ``--no-compare`` skips that part.
 
 With ``--pe-array``: the PE array alone. Builds its RTL (Amaranth -> Verilog -> Verilator, cached),
 streams ``N`` random binary vectors against a random binary ``M x K`` matrix through it with cocotb,
@@ -44,7 +47,25 @@ def run(args) -> int:
                             prefetch=4096, word_bits=16, latency=8, bits_per_cycle=12.8, max_tokens=16,
                             truncate=True, vocab=None, wave=None, json=args.json)
     print("demo: the shipped BEBERT ensemble through the whole accelerator RTL in Verilator, against golden")
-    return sim_cli.run(ns)
+    with tempfile.TemporaryDirectory(prefix="bebert-demo-") as tmp:
+        report = Path(args.json) if args.json else Path(tmp) / "demo.json"
+        ns.json = str(report)
+        code = sim_cli.run(ns)
+        if args.no_compare or not report.is_file():
+            return code
+        from ..golden.bench_cli import compare_sentences, print_comparison
+
+        sents = json.loads(report.read_text())["sentences"]
+        print("\ntiming the same sentences on the CPU (torch FP32 teacher, bit-packed C engine) ...", flush=True)
+        rows = compare_sentences(DEMO_MODEL, [dict(ids=s["ids"], cycles=s["counters"]["cycles"]) for s in sents])
+        print_comparison(rows)
+        if args.json:
+            doc = json.loads(report.read_text())
+            doc["cpu_comparison"] = rows
+            from ..atomic import write_json_atomic
+
+            write_json_atomic(report, doc)
+    return code
 
 
 def run_pe_array(args) -> int:
@@ -112,4 +133,6 @@ def add_parser(sub) -> None:
     p.add_argument("--seed", type=int, default=0, help="--pe-array: random seed")
     p.add_argument("--wave", action="store_true", help="--pe-array: dump an FST waveform in the build folder")
     p.add_argument("--json", metavar="FILE", help="also write the report as JSON")
+    p.add_argument("--no-compare", action="store_true",
+                   help="skip the CPU comparison at the end (torch FP32 and the bit-packed C engine, same sentences)")
     p.set_defaults(func=run)

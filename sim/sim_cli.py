@@ -49,6 +49,12 @@ def command_line(args) -> str:
 
 
 def _check_args(args) -> None:
+    from ..hw.presets import apply
+
+    lanes = args.lanes
+    apply(args, need_built="bebert sim")
+    if lanes is None:              # the preset's lanes, or fewer for a smaller ensemble: decided with the model
+        args.lanes_cap, args.lanes = args.lanes, None
     for name in ("p", "s", "lanes", "word_bits", "latency", "max_tokens"):
         v = getattr(args, name)
         if v is not None and v < 1:
@@ -132,7 +138,7 @@ def run(args) -> int:
     _check_args(args)
     model = load_model(args.model)
     if args.lanes is None:
-        args.lanes = min(2, int(model.members))
+        args.lanes = min(getattr(args, "lanes_cap", None) or 2, int(model.members))
     if args.lanes > int(model.members):
         raise ValueError(f"--lanes {args.lanes} is more than the model's {model.members} members (lanes run members)")
     spec = AccelSpec.from_int_model(model, args.p, args.s, args.word_bits)
@@ -229,18 +235,20 @@ def add_parser(sub) -> None:
                        description=__doc__.split("\n\n", 1)[1])
     p.add_argument("model", help="W1A1 deployment file (bebert export)")
     p.add_argument("--text", action="append", default=[], help="a sentence (repeat for several)")
-    p.add_argument("--p", type=int, default=2, help="PE array output channels per lane (default 2)")
-    p.add_argument("--s", type=int, default=32, help="PE array input bits per cycle (default 32)")
+    p.add_argument("--preset", help="a named configuration (bebert presets; default: demo-ecp5's parameters); "
+                                    "the options below override it")
+    p.add_argument("--p", type=int, help="PE array output channels per lane (demo-ecp5: 2)")
+    p.add_argument("--s", type=int, help="PE array input bits per cycle (demo-ecp5: 32)")
     p.add_argument("--lanes", type=int, default=None,
-                   help="ensemble-parallel lanes, 1..members (default 2, 1 for a one-member model)")
-    p.add_argument("--prefetch", type=int, default=4096,
-                   help="words of each lane's run-ahead weight FIFO, 0 for none (default 4096)")
-    p.add_argument("--word-bits", type=int, default=16, help="memory word width (default 16)")
-    p.add_argument("--latency", type=int, default=8, help="memory read latency in cycles (default 8)")
-    p.add_argument("--bits-per-cycle", type=float, default=12.8,
-                   help="memory bandwidth (default 12.8, the ULX3S SDRAM at 100 MHz)")
-    p.add_argument("--max-tokens", type=int, default=16,
-                   help="longest sentence the built accelerator takes (default 16; one build per value)")
+                   help="ensemble-parallel lanes, 1..members (default: the preset's, 2, or fewer for a smaller ensemble)")
+    p.add_argument("--prefetch", type=int,
+                   help="words of each lane's run-ahead weight FIFO, 0 for none (demo-ecp5: 4096)")
+    p.add_argument("--word-bits", type=int, help="memory word width (demo-ecp5: 16)")
+    p.add_argument("--latency", type=int, help="memory read latency in cycles (demo-ecp5: 8)")
+    p.add_argument("--bits-per-cycle", type=float,
+                   help="memory bandwidth (demo-ecp5: 12.8, the ULX3S SDRAM at 100 MHz)")
+    p.add_argument("--max-tokens", type=int,
+                   help="longest sentence the built accelerator takes (demo-ecp5: 16; one build per value)")
     p.add_argument("--truncate", action="store_true", help="cut longer sentences to --max-tokens (with a notice)")
     p.add_argument("--vocab", help="WordPiece vocab.txt (default: MiniLM's, as training)")
     p.add_argument("--wave", metavar="FILE",

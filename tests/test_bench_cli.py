@@ -17,12 +17,15 @@ DATA = ROOT.parent / "shared" / "data" / "sst2-sentences"
 pytestmark = pytest.mark.skipif(not DATA.is_dir(), reason=f"SST-2 sentences not present at {DATA}")
 
 
-def test_bench_writes_table_json_page_and_plot(tmp_path, capsys):
+def test_bench_writes_table_json_page_and_plot(tmp_path, capsys, monkeypatch):
+    import bebert.golden.bench_cli as bench_cli
+
+    monkeypatch.setattr(bench_cli, "AREA_REPORT", tmp_path / "no-area.json")  # no post-route Fmax: assumed clocks
     out, md = tmp_path / "bench.json", tmp_path / "page.md"
     assert main(["bench", "--lengths", "128", "8", "--runs", "1", "--engines", "golden", "bitpacked", "torch-fp32",
                  "accel-demo", "accel-edge", "-o", str(out), "--md", str(md)]) == 0
     printed = capsys.readouterr().out
-    assert "ASSUMED 125 MHz" in printed and "bitpacked-c 2t" in printed and "accelerator edge" in printed
+    assert "demo 125 MHz (ASSUMED)" in printed and "bitpacked-c 2t" in printed and "accelerator edge" in printed
     res = json.loads(out.read_text())
     assert set(res) >= {"machine", "command", "rows", "ratios", "perf_model"}
     assert res["perf_model"] == [] and res["lengths"] == [8, 128]
@@ -86,3 +89,23 @@ def test_bench_onnxruntime_and_student_engines(tmp_path):
                  "-o", str(out)]) == 0
     engines = {(r["engine"], r["threads"]) for r in json.loads(out.read_text())["rows"]}
     assert {("onnxruntime-fp32-teacher", 1), ("onnxruntime-int8-teacher", 1), ("torch-fp32-student", 1)} <= engines
+
+
+def test_bench_uses_the_post_route_fmax_of_the_area_report(tmp_path, capsys, monkeypatch):
+    import bebert.golden.bench_cli as bench_cli
+
+    pr = bench_cli.PRESETS["demo"]
+    area = tmp_path / "area.json"
+    area.write_text(json.dumps({"configs": [{"name": "demo", "fmax_mhz": 50.0, "params": {
+        "P": pr["p"], "S": pr["s"], "lanes": pr["lanes"], "prefetch": 4096, "word_bits": pr["word_bits"]}}]}))
+    monkeypatch.setattr(bench_cli, "AREA_REPORT", area)
+    out = tmp_path / "bench.json"
+    assert main(["bench", "--lengths", "16", "--runs", "1", "--engines", "accel-demo", "accel-edge", "-o", str(out),
+                 "--md", str(tmp_path / "b.md")]) == 0
+    printed = capsys.readouterr().out
+    assert 'demo 50 MHz (post-route Fmax of "demo" (area.json))' in printed and "edge 125 MHz (ASSUMED)" in printed
+    rows = {r["preset"]: r for r in json.loads(out.read_text())["rows"]}
+    assert rows["demo"]["clock_mhz"] == 50.0 and rows["demo"]["ms_median"] == pytest.approx(rows["demo"]["cycles"] / 5e4)
+    assert rows["edge"]["clock_source"] == "assumed"
+    page = (tmp_path / "b.md").read_text()
+    assert "| demo | 16 |" in page and "| 50 |" in page

@@ -1,0 +1,100 @@
+"""The cycle model against Verilator: :func:`bebert.golden.accelerator.expected_cycles` beside the cycles the
+whole accelerator takes in the cocotb + Verilator testbench (:mod:`bebert.sim.tb_accelerator`), one
+sequence per configuration, no output backpressure.
+
+``bebert bench --perf-model`` runs :data:`CONFIGS` on the shipped checkpoint and writes the rows into
+``bench.json``'s ``perf_model``; ``tests/test_perf_check.py`` runs two small ones on a random model. The goal
+is an error within 2% on every configuration. Batching (B sequences per pass over the weights) is not an
+RTL feature yet, so no configuration varies B.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+__all__ = ["CONFIGS", "GOAL_PCT", "check_config", "validate"]
+
+#: Goal: ``|model - verilator| / verilator`` within this many percent.
+GOAL_PCT = 2.0
+
+#: Configurations for the shipped checkpoint (H = 384, F = 1536: P and S divide both): the shipped demo one,
+#: without the prefetch, one lane, wider and narrower arrays, other memories and lengths.
+CONFIGS = [
+    dict(p=2, s=32, lanes=2, prefetch=4096, word_bits=16, bits_per_cycle=12.8, latency=8, n=10),
+    dict(p=2, s=32, lanes=2, prefetch=0, word_bits=16, bits_per_cycle=12.8, latency=8, n=16),
+    dict(p=4, s=32, lanes=1, prefetch=4096, word_bits=16, bits_per_cycle=12.8, latency=8, n=12),
+    dict(p=8, s=64, lanes=2, prefetch=4096, word_bits=32, bits_per_cycle=32.0, latency=4, n=8),
+    dict(p=4, s=16, lanes=2, prefetch=1024, word_bits=16, bits_per_cycle=16.0, latency=12, n=16),
+]
+
+
+def check_config(model_path, ids, cfg: dict, *, seed: int = 1) -> dict:
+    """One row: ``{"config", "model_cycles", "verilator_cycles", "error_pct", "agree", "build_seconds",
+    "sim_seconds"}`` for the sequence ``ids`` (token type 0) through the W1A1 deployment file ``model_path``
+    in configuration ``cfg`` (keys of
+    :data:`CONFIGS`; ``n`` is ignored, the length is ``len(ids)``). ``agree``: the logits equal golden's."""
+    from ..golden.accelerator import AccelSpec, expected_cycles, model_layout
+    from ..golden.format import load_int_model
+    from ..hw.accelerator import Accelerator
+    from .runner import SimulationFailed, run_testbench
+    from .tb_accelerator import build_accelerator, image_file
+
+    model = load_int_model(model_path)
+    spec = AccelSpec.from_int_model(model, cfg["p"], cfg["s"], cfg["word_bits"])
+    n = len(ids)
+    if n > spec.max_len:
+        raise ValueError(f"a sequence of {n} tokens is longer than the model's {spec.max_len}")
+    lanes = min(cfg["lanes"], int(model.members))
+    words = model_layout(spec)["words"]
+    aw = max(16, (words - 1).bit_length())
+    dut = Accelerator(spec, lanes=lanes, prefetch=cfg["prefetch"], max_tokens=n, addr_width=aw)
+    t0 = time.monotonic()
+    build = build_accelerator(dut)
+    t_build = time.monotonic() - t0
+    image = image_file(model, spec)
+    report = build.build_dir / "run_inference" / "perf_check.json"
+    report.parent.mkdir(exist_ok=True)
+    if report.exists():
+        report.unlink()
+    tb = dict(model=str(Path(model_path).resolve()), p=spec.p, s=spec.s,
+              word_bits=spec.word_bits, max_tokens=n, addr_width=aw, lanes=lanes, prefetch=cfg["prefetch"],
+              image=str(image), jobs=[dict(ids=[int(i) for i in ids], types=[0] * n, length=n)],
+              latency=cfg["latency"], bits_per_cycle=cfg["bits_per_cycle"], strict=False, check_cycles=False,
+              report=str(report), seed=seed)
+    t1 = time.monotonic()
+    try:
+        run_testbench(build, "bebert.sim.tb_accelerator", "inference", tb)
+    except SimulationFailed as exc:
+        raise RuntimeError(f"the simulation of {cfg} failed: {exc}") from None
+    t_sim = time.monotonic() - t1
+    job = json.loads(report.read_text())["jobs"][0]
+    measured = int(job["counters"]["cycles"])
+    # the testbench's memory answers a read `latency` cycles after the request; the model counts the wait
+    # between them (latency - 1), as bebert perf and bebert bench do
+    predicted = int(expected_cycles(spec, n, cfg["bits_per_cycle"], max(cfg["latency"] - 1, 1), lanes=lanes,
+                                    prefetch=bool(cfg["prefetch"])))
+    return {"config": dict(cfg, n=n, lanes=lanes), "model_cycles": predicted, "verilator_cycles": measured,
+            "error_pct": round(100.0 * (predicted - measured) / measured, 3), "agree": bool(job["agree"]),
+            "build_seconds": round(t_build, 1), "sim_seconds": round(t_sim, 1)}
+
+
+def validate(model_path, token_ids, configs=CONFIGS, progress: bool = True) -> list[dict]:
+    """:func:`check_config` for each configuration, on the first ``n`` tokens of ``token_ids`` (a 1-D
+    sequence that starts with [CLS]; the last token kept is replaced by its last one, [SEP])."""
+    import sys
+
+    from tqdm import tqdm
+
+    rows = []
+    with tqdm(total=len(configs), desc="cycle model vs Verilator", unit="config", file=sys.stderr,
+              disable=not progress) as bar:
+        for cfg in configs:
+            n = cfg["n"]
+            if n < 2 or n > len(token_ids):
+                raise ValueError(f"n = {n}: need 2 <= n <= {len(token_ids)} tokens")
+            ids = list(token_ids[: n - 1]) + [int(token_ids[-1])]
+            rows.append(check_config(model_path, ids, cfg))
+            bar.update()
+    return rows
