@@ -136,6 +136,18 @@ def area_markdown(doc: dict) -> str:
              "(distributed RAM: 4 LUTs as RAM and 2 of the write slice). The per-block figures come from a "
              "`synth_ecp5 -noflatten` run mapped with `abc -lut 4` (each module alone, no optimization across "
              "module boundaries), so their sum differs a little from the flat run's total.", ""]
+    lines += ["A lane has two linear engines of P x S (the Q/K/V and FFN-in one, and the one inside the linear + vector "
+              "op); they run one at a time, so a lane computes P*S XNOR-popcount bits a cycle while both hold PE "
+              "arrays.", "",
+              "| configuration | P*S (bits a cycle per lane) | LUT4 slots | of the part | PE share | "
+              "EBR | Fmax (MHz, post-route) |", "|---|---|---|---|---|---|---|"]
+    for c in sorted(doc["configs"], key=lambda c: c["params"]["P"] * c["params"]["S"]):
+        pr = c["params"]
+        lines.append(f"| {c['name']} | {pr['P'] * pr['S']} | {c['lut4_total']} | {(c['lut4_share'] or 0):.0%} | "
+                     f"{(c['pe_share'] or 0):.1%} | {c['ebr']} | {c['fmax_mhz'] if c['fmax_mhz'] else 'not placed'} |")
+    if len(doc["configs"]) > 1:
+        lines += ["", "![LUT4 slots and PE share against P*S](area.png)"]
+    lines.append("")
     for c in doc["configs"]:
         pr = c["params"]
         lines += [f"## {c['name']}", "", f"Produced by `{c['command']}`.", "",
@@ -178,7 +190,49 @@ def save_area(path, config: dict) -> None:
     doc["configs"] = [c for c in doc["configs"] if c.get("name") != config["name"]] + [config]
     write_json_atomic(out, doc)
     write_text_atomic(out.with_suffix(".md"), area_markdown(doc))
-    print(f"wrote {out} and {out.with_suffix('.md')}")
+    if len(doc["configs"]) > 1:
+        area_plot(doc, out.with_suffix(".png"))
+    print(f"wrote {out} and {out.with_suffix('.md')}" + (f" and {out.with_suffix('.png')}" if len(doc["configs"]) > 1
+                                                          else ""))
+
+
+def area_plot(doc: dict, path) -> None:
+    """LUT4 slots (split into PE arrays and the rest) and the PE share against P*S; the
+    post-route Fmax beside the configurations that were placed."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from ..atomic import atomic_path
+
+    cs = sorted(doc["configs"], key=lambda c: c["params"]["P"] * c["params"]["S"])
+    x = [c["params"]["P"] * c["params"]["S"] for c in cs]
+    total = [c["lut4_total"] or 0 for c in cs]
+    pe = [c["pe_lut4"] or 0 for c in cs]
+    fig, ax = plt.subplots(figsize=(8, 4.8))
+    ax.plot(x, total, "o-", label="LUT4 slots, whole accelerator")
+    ax.plot(x, pe, "s--", label="of which PE arrays")
+    dev = DEVICES.get(cs[0].get("device", "LFE5U-85F"), {}).get("lut4")
+    if dev:
+        ax.axhline(dev, color="k", lw=0.8)
+        ax.axhline(0.65 * dev, color="k", lw=0.8, ls=":")
+        ax.text(x[0], dev * 1.01, f"{cs[0].get('device')}: {dev} slots", fontsize=8)
+        ax.text(x[0], 0.65 * dev * 1.01, "65% (the edge preset's goal)", fontsize=8)
+    for xi, c in zip(x, cs):
+        ax.annotate(f"{(c['pe_share'] or 0):.0%} PE" + (f", {c['fmax_mhz']:g} MHz" if c.get("fmax_mhz") else ""),
+                    (xi, c["lut4_total"] or 0), textcoords="offset points", xytext=(4, -12), fontsize=7)
+    ax.set_xscale("log", base=2)
+    ax.set_xticks(x, [str(v) for v in x])
+    ax.set_xlabel("P*S: XNOR-popcount bits a cycle per lane (each lane holds two engines of P x S)")
+    ax.set_ylabel("LUT4 slots (TRELLIS_COMB)")
+    ax.set_title("bebert synth accelerator --breakdown: area against array size", fontsize=9)
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=8, loc="upper left")
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=120)
+    plt.close(fig)
 
 
 def block_category(name: str) -> str:

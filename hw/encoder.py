@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 
 from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, signed, unsigned
-from amaranth.lib import data, stream, wiring
+from amaranth.lib import data, fifo, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import bits_for
@@ -73,6 +73,13 @@ class EncoderCounters(data.StructLayout):
 
     def __init__(self, width: int):
         super().__init__({name: unsigned(width) for name in EncoderLayer.COUNTERS})
+
+
+class _StreamEnds:
+    """The read end of a FIFO seen as a stream (``valid``, ``ready``, ``payload``)."""
+
+    def __init__(self, *, valid, ready, payload):
+        self.valid, self.ready, self.payload = valid, ready, payload
 
 
 class _Copy:
@@ -473,7 +480,13 @@ class EncoderLayer(wiring.Component):
             lv.r_stream.payload.last.eq(Mux(idle, ins.payload.last, rcopy.b_last)),
             r_rd.addr.eq(rcopy.lin), r_rd.en.eq(rcopy.advance),
         ]
-        lvo = lv.o_stream
+        # the linear + vector op's output through a three-entry FIFO with registered outputs (amaranth's
+        # SyncFIFOBuffered): no combinational path from the op's pipeline through the bit packer, the engine's
+        # activation load and the phase logic back into it (it was the whole design's critical path, 22.7 ns)
+        m.submodules.lvo_q = lvo_q = fifo.SyncFIFOBuffered(width=len(lv.o_stream.payload.as_value()), depth=3)
+        lvo = _StreamEnds(valid=lvo_q.r_rdy, ready=lvo_q.r_en, payload=Signal(LinearVectorOutput(self._fmts)))
+        m.d.comb += [lvo_q.w_data.eq(lv.o_stream.payload.as_value()), lvo_q.w_en.eq(lv.o_stream.valid),
+                     lv.o_stream.ready.eq(lvo_q.w_rdy), lvo.payload.eq(lvo_q.r_data)]
         m.d.comb += [
             pk_valid.eq(Mux(idle, ins.valid & lv.r_stream.ready, lvo.valid & in_ao)),
             pk_bit.eq(Mux(idle, ~ins.payload.x[-1], lvo.payload.bit)),

@@ -50,6 +50,9 @@ def test_area_report_adds_and_replaces_configs(tmp_path):
     md = out.with_suffix(".md").read_text()
     assert "## a" in md and "| `sequencer` | 600 |" in md and "9.5 ns, 4 logic levels, through enc0 -> top" in md
     assert area_markdown(doc).count("## ") == 2
+    assert "| a | 64 | 2000 |" in md, "the summary row: P*S and the LUT4 slots"
+    png = out.with_suffix(".png")
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and "![LUT4 slots" in md
 
 
 def test_area_report_refuses_a_foreign_file(tmp_path):
