@@ -90,7 +90,11 @@ class _Copy:
     of the beat on offer (``b_valid``), whose data the read ports now hold.
     """
 
-    def __init__(self, m, name, n_outer, max_outer, n_inner, max_inner, dst_ready):
+    def __init__(self, m, name, n_outer, max_outer, n_inner, max_inner, dst_ready, o_times=(), i_times=()):
+        # ``o_times[c]`` / ``i_times[c]``: ``o * c`` / ``i * c`` for the constants given, kept as registers that
+        # step with the indices (a read address needs no multiplier)
+        self.o_times = {c: Signal(range(max_outer * c), name=f"{name}_o_x{c}") for c in o_times}
+        self.i_times = {c: Signal(range(max_inner * c), name=f"{name}_i_x{c}") for c in i_times}
         self.start = Signal(name=f"{name}_start")
         self.active = Signal(name=f"{name}_active")
         self.o = Signal(range(max_outer), name=f"{name}_o")
@@ -116,18 +120,23 @@ class _Copy:
         with m.If(self.advance):
             m.d.sync += [self.b_valid.eq(self.issue), self.b_o.eq(self.o), self.b_i.eq(self.i),
                          self.b_ilast.eq(inner_last), self.b_last.eq(inner_last & outer_last)]
+        ox, ix = list(self.o_times.items()), list(self.i_times.items())
         with m.If(self.start):
             m.d.sync += [self.active.eq(1), self.o.eq(0), self.i.eq(0), self.lin.eq(0)]
+            m.d.sync += [v.eq(0) for _, v in ox + ix]
         with m.Elif(self.issue):
             m.d.sync += self.lin.eq(self.lin + 1)
             with m.If(inner_last):
                 m.d.sync += self.i.eq(0)
+                m.d.sync += [v.eq(0) for _, v in ix]
                 with m.If(outer_last):
                     m.d.sync += self.active.eq(0)
                 with m.Else():
                     m.d.sync += self.o.eq(self.o + 1)
+                    m.d.sync += [v.eq(v + c) for c, v in ox]
             with m.Else():
                 m.d.sync += self.i.eq(self.i + 1)
+                m.d.sync += [v.eq(v + c) for c, v in ix]
 
 
 class EncoderLayer(wiring.Component):
@@ -398,9 +407,9 @@ class EncoderLayer(wiring.Component):
         # x copy: a bit buffer (context or FFN bits) into the linear + vector op's activations
         x_sel = Signal()           # 0: context buffer (H bits), 1: bit buffer (FFN bits)
         x_cnt = Signal(range(max(fh, ff) + 1))
-        xcopy = _Copy(m, "xcopy", cmd.tokens, mt, x_cnt, max(fh, ff), lv.x_stream.ready)
+        xcopy = _Copy(m, "xcopy", cmd.tokens, mt, x_cnt, max(fh, ff), lv.x_stream.ready, o_times=sorted({cb_, cc_}))
         # attention feed: outer = 2*head + (0: K/V beats, 1: queries), inner = token
-        afeed = _Copy(m, "afeed", 2 * a, 2 * a, cmd.tokens, mt, att.i_stream.ready)
+        afeed = _Copy(m, "afeed", 2 * a, 2 * a, cmd.tokens, mt, att.i_stream.ready, i_times=(cb_,))
 
         def rom(values, name):
             """A constant table indexed by a counter (small: a LUT multiplexer)."""
@@ -414,7 +423,7 @@ class EncoderLayer(wiring.Component):
         xb_sel = Signal(s)
         xc_sel = Signal(s)
         m.d.comb += [
-            c_rd.addr.eq(xcopy.o * cc_ + xc_word[xcopy.i]), c_rd.en.eq(xcopy.advance),
+            c_rd.addr.eq(xcopy.o_times[cc_] + xc_word[xcopy.i]), c_rd.en.eq(xcopy.advance),
             xb_sel.eq(b_rd.data.word_select(xb_slot[xcopy.b_i], s)) if wb_ > s else xb_sel.eq(b_rd.data),
             xc_sel.eq(c_rd.data.word_select(xc_slot[xcopy.b_i], s)) if wc_ > s else xc_sel.eq(c_rd.data),
             lv.x_stream.valid.eq(xcopy.b_valid),
@@ -428,7 +437,7 @@ class EncoderLayer(wiring.Component):
         j_word = rom([j * d // wb_ for j in range(3 * a)], "jw")
         j_slot = rom([j * d % wb_ // d for j in range(3 * a)], "js")
         row = Signal(range(mt * cb_))
-        m.d.comb += row.eq(Mux(in_att, afeed.i, xcopy.o) * cb_)
+        m.d.comb += row.eq(Mux(in_att, afeed.i_times[cb_], xcopy.o_times[cb_]))
         m.d.comb += [
             b_rd.addr.eq(row + Mux(in_att, j_word[outer_j_qk[afeed.o]], xb_word[xcopy.i])),
             b_rd.en.eq(Mux(in_att, afeed.advance, xcopy.advance)),
