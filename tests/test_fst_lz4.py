@@ -1,9 +1,10 @@
-"""The LZ4 shim for Verilator's FST writer (``sim/lz4shim``): the codec in C, then a real ``--trace-fst`` build.
+"""Upstream LZ4 for Verilator's FST writer (:mod:`bebert.sim.fst`): the sources from the ``lz4`` sdist, then a
+real ``--trace-fst`` build.
 
 The Verilator test (marker: verilator) builds a counter with ``--trace-fst`` plus
 :func:`bebert.sim.fst.fst_build_args`, runs it under cocotb (this module is also its cocotb test
 module) and reads ``dump.fst`` back with the small FST reader below: the hierarchy block is LZ4,
-decoded with the shim's own decoder through ctypes, and the counter must count up by one per clock.
+decoded with upstream ``LZ4_decompress_safe`` through ctypes, and the counter must count up by one per clock.
 """
 
 import ctypes
@@ -18,7 +19,7 @@ import pytest
 from cocotb.clock import Clock
 from cocotb.triggers import ClockCycles
 
-from bebert.sim.fst import SHIM_DIR, fst_build_args
+from bebert.sim.fst import LZ4_SDIST, fst_build_args, lz4_sources
 
 HERE = Path(__file__).parent
 CC = shutil.which("cc") or shutil.which("gcc")
@@ -34,17 +35,59 @@ endmodule
 
 
 def _cc(*args):
-    res = subprocess.run([CC, "-std=c99", "-Wall", "-Wextra", "-Werror", f"-I{SHIM_DIR}", *map(str, args)],
-                         capture_output=True, text=True)
+    res = subprocess.run([CC, "-O2", *map(str, args)], capture_output=True, text=True)
     assert res.returncode == 0, f"cc {' '.join(map(str, args))} failed:\n{res.stderr}"
 
 
-def test_codec_in_c(tmp_path):
-    """Round trips of many sizes, hand-built blocks with (overlapping) matches, malformed blocks."""
-    exe = tmp_path / "lz4shim_check"
-    _cc(HERE / "lz4shim_check.c", SHIM_DIR / "lz4.c", "-o", exe)
-    res = subprocess.run([exe], capture_output=True, text=True, timeout=60)
-    assert res.returncode == 0 and res.stdout.strip() == "ok", res.stdout + res.stderr
+@pytest.fixture(scope="module")
+def lz4_so(tmp_path_factory):
+    """Upstream LZ4 as a shared library (for ctypes), built from the sources :func:`lz4_sources` extracts."""
+    src = lz4_sources()
+    lib = tmp_path_factory.mktemp("lz4") / "liblz4.so"
+    _cc("-shared", "-fPIC", src / "lz4.c", "-o", lib)
+    return ctypes.CDLL(str(lib))
+
+
+def test_upstream_lz4_round_trip(lz4_so):
+    """The library is upstream LZ4 of the pinned sdist's version (LZ4_versionNumber), and compresses and
+    decompresses: random and repetitive data of many sizes, and a truncated block is refused."""
+    import random
+
+    assert lz4_so.LZ4_versionNumber() >= 10900, "upstream LZ4 (1.9 or later)"
+    assert "LZ4_VERSION_MAJOR" in (lz4_sources() / "lz4.h").read_text()
+    comp, dec, bound = lz4_so.LZ4_compress_default, lz4_so.LZ4_decompress_safe, lz4_so.LZ4_compressBound
+    for fn in (comp, dec):
+        fn.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_int, ctypes.c_int]
+    rng = random.Random(7)
+    for size in (0, 1, 15, 64, 1000, 65536, 300001):
+        for data in (bytes(rng.getrandbits(8) for _ in range(min(size, 4096))) * (size // 4096 + 1),
+                     b"abc" * size):
+            data = data[:size]
+            out = ctypes.create_string_buffer(bound(len(data)) + 1)
+            n = comp(data, out, len(data), len(out))
+            assert n > 0 or size == 0
+            back = ctypes.create_string_buffer(max(size, 1))
+            assert dec(out.raw[:n], back, n, size) == size and back.raw[:size] == data
+            if n > 4:
+                assert dec(out.raw[:n // 2], back, n // 2, size) < 0, "a truncated block is an error"
+    small = ctypes.create_string_buffer(bound(3000))
+    assert 0 < comp(b"abc" * 1000, small, 3000, len(small)) < 100, "a repetitive block really compresses"
+
+
+def test_lz4_sources_check_the_digest(tmp_path, monkeypatch):
+    """A download that does not match the pinned SHA-256 is refused by name; a failed one names the way out."""
+    from bebert import toolchain
+
+    monkeypatch.setattr(toolchain, "cache_dir", lambda name: tmp_path / name)
+    with pytest.raises(RuntimeError, match="does not match its SHA-256"):
+        lz4_sources(fetch=lambda url: b"not the sdist")
+
+    def offline(url):
+        raise OSError("network unreachable")
+
+    with pytest.raises(RuntimeError, match=f"lz4 {LZ4_SDIST[0]} sdist .* use a .vcd waveform instead"):
+        lz4_sources(fetch=offline)
+    assert not list(tmp_path.rglob("lz4.c")), "nothing half-written"
 
 
 # --------------------------------------------------------------------------- Verilator --trace-fst
@@ -203,18 +246,16 @@ def read_fst(path: Path, lz4_decompress) -> dict:
 
 
 @pytest.fixture(scope="module")
-def lz4_decompress(tmp_path_factory):
-    """The shim's ``LZ4_decompress_safe``, from a shared library built for this test module."""
-    lib = tmp_path_factory.mktemp("lz4shim") / "liblz4shim.so"
-    _cc("-shared", "-fPIC", SHIM_DIR / "lz4.c", "-o", lib)
-    fn = ctypes.CDLL(str(lib)).LZ4_decompress_safe
+def lz4_decompress(lz4_so):
+    """Upstream ``LZ4_decompress_safe``."""
+    fn = lz4_so.LZ4_decompress_safe
     fn.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_int, ctypes.c_int]
     return fn
 
 
 @pytest.mark.verilator
 def test_verilator_fst_trace(tmp_path, lz4_decompress):
-    """A --trace-fst build links with the shim and writes an FST file that reads back as counting."""
+    """A --trace-fst build links with upstream LZ4 and writes an FST file that reads back as counting."""
     from cocotb_tools.runner import get_runner
 
     from bebert import toolchain
