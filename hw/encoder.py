@@ -353,7 +353,8 @@ class EncoderLayer(wiring.Component):
         idle = phase == 0
         in_qkv, in_att, in_ao, in_fi, in_fo = (phase == i for i in range(1, 6))
         running = Signal()
-        m.d.comb += [running.eq(~idle), self.running.eq(running), self.c_stream.ready.eq(idle)]
+        in_empty = Signal()        # the input FIFO below holds no beat (a command waits for the whole load)
+        m.d.comb += [running.eq(~idle), self.running.eq(running), self.c_stream.ready.eq(idle & in_empty)]
 
         # ---- parameter loads (only between commands)
         m.d.comb += [
@@ -481,7 +482,12 @@ class EncoderLayer(wiring.Component):
             m.d.sync += [xw.eq(0), xb.eq(0), xc.eq(0)]
 
         # the layer input: codes into the op's residual buffer, sign bits into the packer
-        ins = self.i_stream
+        # through a three-entry FIFO with registered outputs: the lane drives i_stream straight from its
+        # activation buffer's read port (an EBR's unregistered output, 5.8 ns), which ran on through the packer
+        m.submodules.in_q = in_q = fifo.SyncFIFOBuffered(width=len(self.i_stream.payload.as_value()), depth=3)
+        ins = _StreamEnds(valid=in_q.r_rdy, ready=in_q.r_en, payload=Signal(EncoderInput(self._fmts)))
+        m.d.comb += [in_q.w_data.eq(self.i_stream.payload.as_value()), in_q.w_en.eq(self.i_stream.valid),
+                     self.i_stream.ready.eq(in_q.w_rdy), ins.payload.eq(in_q.r_data), in_empty.eq(in_q.r_level == 0)]
         m.d.comb += [
             ins.ready.eq(idle & pk_ready & lv.r_stream.ready),
             lv.r_stream.valid.eq(Mux(idle, ins.valid & pk_ready, rcopy.b_valid)),
