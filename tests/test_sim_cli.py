@@ -130,7 +130,7 @@ def test_tiny_run_through_the_cli(capsys, tiny_file, tmp_path):
 
 
 def test_fst_waveform(capsys, tiny_file, tmp_path):
-    """``--wave x.fst`` writes an FST file (Verilator's FST writer linked with the project's LZ4 shim)."""
+    """``--wave x.fst`` writes an FST file (Verilator's FST writer linked with upstream LZ4 from the lz4 sdist)."""
     wave = tmp_path / "tiny.fst"
     rc = main(["sim", tiny_file, "--vocab", str(_vocab(tmp_path)), "--text", "a good movie", "--p", "8", "--s", "16",
                "--word-bits", "32", "--max-tokens", "8", "--wave", str(wave)])
