@@ -82,6 +82,16 @@ class _StreamEnds:
         self.valid, self.ready, self.payload = valid, ready, payload
 
 
+def _registered(m, name, src, layout):
+    """``src`` (a stream interface) through a three-entry ``SyncFIFOBuffered`` (registered outputs, full rate):
+    no combinational path between its producer and what reads the returned end. Returns ``(end, fifo)``."""
+    m.submodules[name] = q = fifo.SyncFIFOBuffered(width=len(src.payload.as_value()), depth=3)
+    end = _StreamEnds(valid=q.r_rdy, ready=q.r_en, payload=Signal(layout, name=f"{name}_payload"))
+    m.d.comb += [q.w_data.eq(src.payload.as_value()), q.w_en.eq(src.valid), src.ready.eq(q.w_rdy),
+                 end.payload.eq(q.r_data)]
+    return end, q
+
+
 class _Copy:
     """A two-level copy loop (``outer x inner`` beats) from synchronous read ports to a stream.
 
@@ -484,10 +494,8 @@ class EncoderLayer(wiring.Component):
         # the layer input: codes into the op's residual buffer, sign bits into the packer
         # through a three-entry FIFO with registered outputs: the lane drives i_stream straight from its
         # activation buffer's read port (an EBR's unregistered output, 5.8 ns), which ran on through the packer
-        m.submodules.in_q = in_q = fifo.SyncFIFOBuffered(width=len(self.i_stream.payload.as_value()), depth=3)
-        ins = _StreamEnds(valid=in_q.r_rdy, ready=in_q.r_en, payload=Signal(EncoderInput(self._fmts)))
-        m.d.comb += [in_q.w_data.eq(self.i_stream.payload.as_value()), in_q.w_en.eq(self.i_stream.valid),
-                     self.i_stream.ready.eq(in_q.w_rdy), ins.payload.eq(in_q.r_data), in_empty.eq(in_q.r_level == 0)]
+        ins, in_q = _registered(m, "in_q", self.i_stream, EncoderInput(self._fmts))
+        m.d.comb += in_empty.eq(in_q.r_level == 0)
         m.d.comb += [
             ins.ready.eq(idle & pk_ready & lv.r_stream.ready),
             lv.r_stream.valid.eq(Mux(idle, ins.valid & pk_ready, rcopy.b_valid)),
@@ -498,10 +506,7 @@ class EncoderLayer(wiring.Component):
         # the linear + vector op's output through a three-entry FIFO with registered outputs (amaranth's
         # SyncFIFOBuffered): no combinational path from the op's pipeline through the bit packer, the engine's
         # activation load and the phase logic back into it (it was the whole design's critical path, 22.7 ns)
-        m.submodules.lvo_q = lvo_q = fifo.SyncFIFOBuffered(width=len(lv.o_stream.payload.as_value()), depth=3)
-        lvo = _StreamEnds(valid=lvo_q.r_rdy, ready=lvo_q.r_en, payload=Signal(LinearVectorOutput(self._fmts)))
-        m.d.comb += [lvo_q.w_data.eq(lv.o_stream.payload.as_value()), lvo_q.w_en.eq(lv.o_stream.valid),
-                     lv.o_stream.ready.eq(lvo_q.w_rdy), lvo.payload.eq(lvo_q.r_data)]
+        lvo, _ = _registered(m, "lvo_q", lv.o_stream, LinearVectorOutput(self._fmts))
         m.d.comb += [
             pk_valid.eq(Mux(idle, ins.valid & lv.r_stream.ready, lvo.valid & in_ao)),
             pk_bit.eq(Mux(idle, ~ins.payload.x[-1], lvo.payload.bit)),

@@ -1,5 +1,5 @@
-"""Named accelerator configurations (``bebert presets``; ``--preset NAME`` on ``bebert sim``, ``bebert synth
-accelerator`` and ``bebert perf``; the accelerator rows of ``bebert bench``).
+"""Named accelerator configurations (``bebert presets``; ``--preset NAME`` on ``bebert sim`` and ``bebert synth
+accelerator``; the configuration of ``bebert demo``; the accelerator rows of ``bebert bench``).
 
 A preset is one config object: the array shape and lanes, the weight memory it assumes (word width, bits per
 cycle, read latency, prefetch), the longest sequence and the FPGA part. ``built`` says whether the RTL of
@@ -48,8 +48,8 @@ PRESETS: dict[str, Preset] = {p.name: p for p in (
                 "LFE5U-85F's 3.8 Mbit of block RAM: it needs the narrow students of issue 16)"),
 )}
 
-#: The hardware options a preset sets (argparse ``dest`` names), with the defaults where no preset is named
-#: (the demo configuration's).
+#: The hardware options a preset sets (argparse ``dest`` names); where no preset is named, :func:`apply` takes
+#: the demo configuration's.
 HW_OPTIONS = ("p", "s", "lanes", "prefetch", "word_bits", "bits_per_cycle", "latency", "max_tokens")
 
 

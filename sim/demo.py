@@ -42,10 +42,10 @@ def run(args) -> int:
 
     if not DEMO_MODEL.is_file():
         raise FileNotFoundError(f"the shipped checkpoint {DEMO_MODEL} is missing (it comes with the repository)")
-    ns = argparse.Namespace(model=str(DEMO_MODEL), text=list(args.text or DEMO_TEXTS),
-                            p=2 if args.p is None else args.p, s=32 if args.s is None else args.s, lanes=None,
-                            prefetch=4096, word_bits=16, latency=8, bits_per_cycle=12.8, max_tokens=16,
-                            truncate=True, vocab=None, wave=None, json=args.json)
+    # the demo-ecp5 preset (hw/presets.py), --p and --s over it
+    ns = argparse.Namespace(model=str(DEMO_MODEL), text=list(args.text or DEMO_TEXTS), preset="demo-ecp5",
+                            p=args.p, s=args.s, lanes=None, prefetch=None, word_bits=None, latency=None,
+                            bits_per_cycle=None, max_tokens=None, truncate=True, vocab=None, wave=None, json=args.json)
     print("demo: the shipped BEBERT ensemble through the whole accelerator RTL in Verilator, against golden")
     with tempfile.TemporaryDirectory(prefix="bebert-demo-") as tmp:
         report = Path(args.json) if args.json else Path(tmp) / "demo.json"

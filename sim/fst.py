@@ -24,7 +24,7 @@ from pathlib import Path
 from .. import toolchain
 from ..atomic import atomic_path
 
-__all__ = ["LZ4_SDIST", "lz4_sources", "lz4_library", "fst_build_args"]
+__all__ = ["LZ4_SDIST", "TRACE_TAG", "lz4_sources", "lz4_library", "fst_build_args"]
 
 #: The ``lz4`` source distribution whose ``lz4libs/`` holds upstream LZ4 (version, URL, SHA-256).
 LZ4_SDIST = ("4.4.5",
@@ -32,6 +32,9 @@ LZ4_SDIST = ("4.4.5",
              "lz4-4.4.5.tar.gz",
              "5f0b9e53c1e82e88c10d7c180069363980136b9d7a8306c4dca4f760d60c39f0")
 _FILES = ("lz4.c", "lz4.h")
+#: Part of a traced build's cache folder name: a build made against another LZ4 (its make dependencies name
+#: that LZ4's files) is never reused.
+TRACE_TAG = f"lz4-{LZ4_SDIST[0]}"
 
 
 def _compiler() -> list[str]:

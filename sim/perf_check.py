@@ -10,10 +10,6 @@ RTL feature yet, so no configuration varies B.
 
 from __future__ import annotations
 
-import json
-import time
-from pathlib import Path
-
 __all__ = ["CONFIGS", "GOAL_PCT", "check_config", "validate"]
 
 #: Goal: ``|model - verilator| / verilator`` within this many percent.
@@ -35,11 +31,9 @@ def check_config(model_path, ids, cfg: dict, *, seed: int = 1) -> dict:
     "sim_seconds"}`` for the sequence ``ids`` (token type 0) through the W1A1 deployment file ``model_path``
     in configuration ``cfg`` (keys of
     :data:`CONFIGS`; ``n`` is ignored, the length is ``len(ids)``). ``agree``: the logits equal golden's."""
-    from ..golden.accelerator import AccelSpec, expected_cycles, model_layout
+    from ..golden.accelerator import AccelSpec, expected_cycles
     from ..golden.format import load_int_model
-    from ..hw.accelerator import Accelerator
-    from .runner import SimulationFailed, run_testbench
-    from .tb_accelerator import build_accelerator, image_file
+    from .tb_accelerator import run_inference
 
     model = load_int_model(model_path)
     spec = AccelSpec.from_int_model(model, cfg["p"], cfg["s"], cfg["word_bits"])
@@ -47,29 +41,10 @@ def check_config(model_path, ids, cfg: dict, *, seed: int = 1) -> dict:
     if n > spec.max_len:
         raise ValueError(f"a sequence of {n} tokens is longer than the model's {spec.max_len}")
     lanes = min(cfg["lanes"], int(model.members))
-    words = model_layout(spec)["words"]
-    aw = max(16, (words - 1).bit_length())
-    dut = Accelerator(spec, lanes=lanes, prefetch=cfg["prefetch"], max_tokens=n, addr_width=aw)
-    t0 = time.monotonic()
-    build = build_accelerator(dut)
-    t_build = time.monotonic() - t0
-    image = image_file(model, spec)
-    report = build.build_dir / "run_inference" / "perf_check.json"
-    report.parent.mkdir(exist_ok=True)
-    if report.exists():
-        report.unlink()
-    tb = dict(model=str(Path(model_path).resolve()), p=spec.p, s=spec.s,
-              word_bits=spec.word_bits, max_tokens=n, addr_width=aw, lanes=lanes, prefetch=cfg["prefetch"],
-              image=str(image), jobs=[dict(ids=[int(i) for i in ids], types=[0] * n, length=n)],
-              latency=cfg["latency"], bits_per_cycle=cfg["bits_per_cycle"], strict=False, check_cycles=False,
-              report=str(report), seed=seed)
-    t1 = time.monotonic()
-    try:
-        run_testbench(build, "bebert.sim.tb_accelerator", "inference", tb)
-    except SimulationFailed as exc:
-        raise RuntimeError(f"the simulation of {cfg} failed: {exc}") from None
-    t_sim = time.monotonic() - t1
-    job = json.loads(report.read_text())["jobs"][0]
+    rep = run_inference(model_path, spec, [dict(ids=[int(i) for i in ids], types=[0] * n, length=n)], lanes=lanes,
+                        prefetch=cfg["prefetch"], max_tokens=n, report_name="perf_check", latency=cfg["latency"],
+                        bits_per_cycle=cfg["bits_per_cycle"], check_cycles=False, seed=seed)
+    job = rep["jobs"][0]
     measured = int(job["counters"]["cycles"])
     # the testbench's memory answers a read `latency` cycles after the request; the model counts the wait
     # between them (latency - 1), as bebert perf and bebert bench do
@@ -77,7 +52,7 @@ def check_config(model_path, ids, cfg: dict, *, seed: int = 1) -> dict:
                                     prefetch=bool(cfg["prefetch"])))
     return {"config": dict(cfg, n=n, lanes=lanes), "model_cycles": predicted, "verilator_cycles": measured,
             "error_pct": round(100.0 * (predicted - measured) / measured, 3), "agree": bool(job["agree"]),
-            "build_seconds": round(t_build, 1), "sim_seconds": round(t_sim, 1)}
+            "build_seconds": rep["build_seconds"], "sim_seconds": rep["sim_seconds"]}
 
 
 def validate(model_path, token_ids, configs=CONFIGS, progress: bool = True) -> list[dict]:

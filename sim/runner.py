@@ -47,11 +47,9 @@ def build_block(component, name: str, *, waves: bool = False, toplevel: str | No
 
     toolchain.apply_tool_env()
     toplevel = toplevel or name.split("__")[0]
-    from .fst import LZ4_SDIST
+    from .fst import TRACE_TAG
 
-    # traced builds link LZ4 (bebert.sim.fst): its version is part of the folder, so a cached build made
-    # against another LZ4 (whose make dependencies name its files) is never reused
-    build_dir = toolchain.cache_dir("sim_build") / (name + (f"_traced_lz4-{LZ4_SDIST[0]}" if waves else ""))
+    build_dir = toolchain.cache_dir("sim_build") / (name + (f"_traced_{TRACE_TAG}" if waves else ""))
     build_dir.mkdir(parents=True, exist_ok=True)
     vfile = build_dir / f"{toplevel}.v"
     text = verilog.convert(component, name=toplevel)

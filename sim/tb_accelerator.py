@@ -40,7 +40,7 @@ from ..golden.format import load_int_model
 from ..hw.accelerator import Accelerator
 from .tb_common import load_config
 
-__all__ = ["wrapper_verilog", "build_accelerator", "image_file", "build_name", "PERIOD_NS"]
+__all__ = ["wrapper_verilog", "build_accelerator", "image_file", "build_name", "run_inference", "PERIOD_NS"]
 
 PERIOD_NS = 10
 QUEUE_DEPTH = 64
@@ -229,11 +229,9 @@ def build_accelerator(dut, *, waves: bool | str = False):
     kind = "fst" if waves is True else (waves or None)
     if kind not in (None, "fst", "vcd"):
         raise ValueError(f"waves must be 'fst', 'vcd' or False, not {waves!r}")
-    from .fst import LZ4_SDIST
+    from .fst import TRACE_TAG
 
-    # an FST build links LZ4 (bebert.sim.fst): its version is part of the folder, so a cached build made
-    # against another LZ4 (whose make dependencies name its files) is never reused
-    suffix = {None: "", "vcd": "_vcd", "fst": f"_fst_lz4-{LZ4_SDIST[0]}"}[kind]
+    suffix = {None: "", "vcd": "_vcd", "fst": f"_fst_{TRACE_TAG}"}[kind]
     build_dir = toolchain.cache_dir("sim_build") / (name + suffix)
     build_dir.mkdir(parents=True, exist_ok=True)
     files = {build_dir / "accelerator.v": _deep(lambda: verilog.convert(dut, name="accelerator")),
@@ -281,6 +279,39 @@ def image_file(model, spec, cache=None) -> Path:
         tmp.write_text("\n".join(map("{:x}".format, words.tolist())) + "\n")
         tmp.replace(path)
     return path
+
+
+def run_inference(model_path, spec, jobs, *, lanes: int, prefetch: int, max_tokens: int, image=None,
+                  report_name: str = "run", **tb) -> dict:
+    """Build the accelerator of ``spec`` (cached) and run ``jobs`` through it in Verilator: the testbench's
+    report (``failures``, ``jobs``) with ``build_seconds`` and ``sim_seconds`` added. ``image``: the memory
+    image file (default: :func:`image_file` of the model); ``tb``: other testbench options (``latency``,
+    ``bits_per_cycle``, ``reset_after``, ``seed``, ...; ``strict`` defaults to false). Raises
+    ``RuntimeError`` when the simulation itself fails."""
+    from ..golden.accelerator import model_layout
+    from .runner import SimulationFailed, run_testbench
+
+    aw = max(16, (model_layout(spec)["words"] - 1).bit_length())
+    dut = Accelerator(spec, lanes=lanes, prefetch=prefetch, max_tokens=max_tokens, addr_width=aw)
+    t0 = time.monotonic()
+    build = build_accelerator(dut)
+    t_build = time.monotonic() - t0
+    if image is None:
+        image = image_file(load_int_model(model_path), spec)
+    report = build.build_dir / "run_inference" / f"{report_name}.json"
+    report.parent.mkdir(exist_ok=True)
+    report.unlink(missing_ok=True)
+    cfg = dict(model=str(Path(model_path).resolve()), p=spec.p, s=spec.s, word_bits=spec.word_bits,
+               max_tokens=max_tokens, addr_width=aw, lanes=lanes, prefetch=prefetch, image=str(image), jobs=jobs,
+               report=str(report), **{"strict": False, **tb})
+    t1 = time.monotonic()
+    try:
+        run_testbench(build, "bebert.sim.tb_accelerator", "inference", cfg)
+    except SimulationFailed as exc:
+        raise RuntimeError(f"the accelerator simulation failed: {exc}") from None
+    rep = json.loads(report.read_text())
+    rep.update(build_seconds=round(t_build, 1), sim_seconds=round(time.monotonic() - t1, 1))
+    return rep
 
 
 # --------------------------------------------------------------------------- cocotb side

@@ -8,27 +8,14 @@ import json
 import pytest
 
 from bebert.golden.bench_cli import CLOCK_MHZ, PRESETS, preset_clock
+from random_models import export_random
 
 #: a random model big enough that the LayerNorm statistics' worst case the model assumes is a small share
 DIMS = dict(vocab_size=120, hidden_size=64, num_layers=2, num_heads=2, ffn_size=128, max_len=16)
 
 
 def _model(path, members=2):
-    import torch
-
-    from bebert.golden.export import export_members
-    from bebert.golden.format import save_int_model
-    from bebert.model.config import ModelConfig
-    from bebert.model.student import BinaryBertForSequenceClassification
-
-    cfg = ModelConfig(hidden_dropout=0.0, **DIMS)
-    nets = []
-    for seed in range(members):
-        torch.manual_seed(100 + seed)
-        nets.append(BinaryBertForSequenceClassification(cfg).eval())
-    tensors, meta = export_members(nets, [0.6, 0.4][:members])
-    save_int_model(path, tensors, meta)
-    return path
+    return export_random(path, DIMS, members, seed=10, weights=[0.6, 0.4][:members])
 
 
 @pytest.mark.verilator

@@ -12,49 +12,20 @@
 
 from __future__ import annotations
 
-import json
 import os
 
 import numpy as np
 import pytest
 
-from bebert.sim.runner import run_testbench
+from bebert.sim.tb_accelerator import run_inference
+from random_models import export_random as _export
 
 pytest.importorskip("torch")
 
 
-def _export(path, dims, members, seed):
-    import torch
-
-    from bebert.golden.export import export_members
-    from bebert.golden.format import save_int_model
-    from bebert.model.config import ModelConfig
-    from bebert.model.student import BinaryBertForSequenceClassification
-
-    cfg = ModelConfig(hidden_dropout=0.0, **dims)
-    nets = []
-    for m in range(members):
-        torch.manual_seed(seed * 10 + m)
-        nets.append(BinaryBertForSequenceClassification(cfg).eval())
-    w = np.random.default_rng(seed).dirichlet(np.ones(members)).tolist()
-    tensors, meta = export_members(nets, w)
-    save_int_model(path, tensors, meta)
-    return str(path)
-
-
-def _run(path, image, spec, lanes, prefetch, mt, jobs, folder, name, **kw):
-    from bebert.golden.accelerator import model_layout
-    from bebert.hw.accelerator import Accelerator
-    from bebert.sim.tb_accelerator import build_accelerator
-
-    aw = max(16, (model_layout(spec)["words"] - 1).bit_length())
-    dut = Accelerator(spec, lanes=lanes, prefetch=prefetch, max_tokens=mt, addr_width=aw)
-    build = build_accelerator(dut)
-    report = folder / f"{name}.json"
-    cfg = dict(model=str(path), p=spec.p, s=spec.s, word_bits=spec.word_bits, max_tokens=mt, addr_width=aw,
-               lanes=lanes, prefetch=prefetch, image=str(image), jobs=jobs, report=str(report), strict=False, **kw)
-    run_testbench(build, "bebert.sim.tb_accelerator", "inference", cfg)
-    return json.loads(report.read_text())
+def _run(path, image, spec, lanes, prefetch, mt, jobs, name, **kw):
+    return run_inference(path, spec, jobs, lanes=lanes, prefetch=prefetch, max_tokens=mt, image=image,
+                         report_name=name, **kw)
 
 
 @pytest.mark.verilator
@@ -92,7 +63,7 @@ def test_a_weight_bit_flip_in_the_image_gives_goldens_faulty_logits(tmp_path):
     flipped = int(words[diff[0]] ^ clean_words[diff[0]])
     assert flipped & (flipped - 1) == 0, "... on exactly one bit of it"
     rep = _run(faulty_path, image_file(faulty, spec, tmp_path), spec, 2, 64, 8,
-               [dict(ids=ids, types=types, length=7)], tmp_path, "fault")
+               [dict(ids=ids, types=types, length=7)], "fault")
     (job,) = rep["jobs"]
     assert job["agree"] and job["mismatches"] == 0, rep["failures"]
     assert job["member_logits"] == want["member_logits"].tolist()
@@ -144,8 +115,7 @@ def test_soak_random_models_stalls_and_resets(tmp_path, request):
         kw = dict(latency=int(rng.integers(2, 12)), bits_per_cycle=float(rng.uniform(8.0, 48.0)), seed=model_i)
         if rng.random() < 0.5:
             kw["reset_after"] = int(rng.integers(50, 2000))       # job 0 is cut short by a reset, then dropped
-        rep = _run(path, image_file(model, spec, tmp_path), spec, lanes, prefetch, mt, jobs, tmp_path, f"soak{model_i}",
-                   **kw)
+        rep = _run(path, image_file(model, spec, tmp_path), spec, lanes, prefetch, mt, jobs, f"soak{model_i}", **kw)
         kept = [j for j in rep["jobs"] if not j.get("reset")]
         assert not rep["failures"], (model_i, dims, p, s, wb, lanes, prefetch, kw, rep["failures"])
         for j in kept:
