@@ -41,6 +41,13 @@ examples:
   bebert train student --backbone w2a4 --model runs/sst2-teacher --output-dir runs/sst2-tern ...
   bebert train ensemble --backbone w1a4 --tws --init runs/sst2-tern --model runs/sst2-teacher ...
 
+  # a narrow student the on-chip accelerator can hold (hidden 128 = 4 heads, 2 layers, FFN 512)
+  bebert train ensemble --student-hidden 128 --student-layers 2 --student-ffn 512 --kd pred \
+      --model runs/sst2-teacher --task SST-2 --output-dir runs/sst2-narrow ...
+
+  # two processes (PyTorch DDP, gloo on CPU); more nodes: torchrun's --nnodes/--rdzv-endpoint
+  torchrun --standalone --nproc_per_node 2 $(which bebert) train ensemble --threads 1 ...
+
 A run resumes from its output folder when started again with the same options."""
 
 
@@ -100,6 +107,13 @@ def add_train_parser(subparsers) -> argparse.ArgumentParser:
     g.add_argument("--no-input-scales", action="store_true",
                    help="W1A1 from a teacher: do not fold the teacher's mean |input| of each binary layer into its "
                         "weight scale (XNOR-Net activation scale; without it the binary branches start 2-4x too large)")
+    g.add_argument("--student-hidden", type=int, default=None,
+                   help="narrow student: hidden size cut out of the teacher (whole heads; e.g. 128 for 4 of MiniLM's "
+                        "12 heads); train it with --kd pred (default: the teacher's)")
+    g.add_argument("--student-layers", type=int, default=None,
+                   help="narrow student: encoder layers, spread over the teacher's depth (default: the teacher's)")
+    g.add_argument("--student-ffn", type=int, default=None,
+                   help="narrow student: FFN (intermediate) width (default: the teacher's)")
     g = p.add_argument_group("ensemble")
     g.add_argument("--members", type=int, default=None,
                    help="ensemble size (default: 1 for student, 2 for ensemble)")
@@ -191,6 +205,7 @@ def _error(msg: str) -> int:
 
 def run_train(args: argparse.Namespace) -> int:
     """Handler of ``bebert train``; returns the exit code."""
+    from . import distributed
     from .data import DataFormatError
     from .train import TrainConfig, Trainer
 
@@ -227,6 +242,9 @@ def run_train(args: argparse.Namespace) -> int:
             fixed_point=not args.no_fixed_point,
             embedding_scale=args.embedding_scale,
             hidden_dropout=args.dropout,
+            student_hidden=args.student_hidden,
+            student_layers=args.student_layers,
+            student_ffn=args.student_ffn,
             input_scales=not args.no_input_scales,
             lowercase=not args.cased,
             device=args.device,
@@ -236,6 +254,8 @@ def run_train(args: argparse.Namespace) -> int:
         result = Trainer(cfg).run(stop_after_steps=args.stop_after_steps)
     except (ValueError, FileNotFoundError, DataFormatError, RuntimeError) as e:
         return _error(str(e))
+    finally:
+        distributed.teardown()
     if not result["done"]:
         return 3
     print(f"checkpoint written to {result['output_dir']}")

@@ -52,6 +52,8 @@ from .distill import KD_MODES, TeacherRunner, per_sample_loss
 from .ensemble import bootstrap_indices, derive_seed, epoch_order, samme_update
 from .fixedpoint import FixedPointConfig
 from .metrics import compute_metrics
+from . import distributed
+from .narrow import NarrowSpec, kept_layers, narrow_bert
 from .student import BinaryBertForSequenceClassification, Ensemble
 from .teacher import default_base_model, linear_input_scales, load_hf_classifier, vocab_path_of
 from .tws import split_ternary_model
@@ -122,6 +124,10 @@ class TrainConfig:
         W1A1 student built from a teacher: fold each binary layer's input scale
         ``beta = E|x|``, measured on the teacher, into its weights (XNOR-Net's activation
         scale; :meth:`~bebert.model.student.BinaryBertForSequenceClassification.fold_input_scales`).
+    student_hidden, student_layers, student_ffn : int or None
+        A narrow student cut out of the teacher (:mod:`bebert.model.narrow`): its hidden size (whole heads
+        of the teacher's head size), encoder layers (spread over the teacher's depth) and FFN width; ``None``
+        keeps the teacher's. Prediction distillation (``kd="pred"``) trains it from the full teacher.
     hidden_dropout : float
         Student dropout. (``fixed_point``, ``embedding_scale`` and ``hidden_dropout`` apply
         to a student built from a teacher; a student ``init`` keeps its own model config.)
@@ -165,6 +171,9 @@ class TrainConfig:
     fixed_point: bool = True
     embedding_scale: str = "row"
     hidden_dropout: float = 0.1
+    student_hidden: int | None = None
+    student_layers: int | None = None
+    student_ffn: int | None = None
     input_scales: bool = True
     lowercase: bool = True
     device: str = "auto"
@@ -195,8 +204,23 @@ class TrainConfig:
             raise ValueError("tws splits a ternary model into the w1a4 backbone; use backbone='w1a4'")
         if self.kind == "student" and self.kd != "none" and not self.model:
             raise ValueError("Distillation needs the fine-tuned teacher (model)")
+        if self.narrow:
+            NarrowSpec(self.student_hidden, self.student_layers, self.student_ffn)  # checks the values
+            if self.kind == "teacher":
+                raise ValueError("--student-hidden/--student-layers/--student-ffn shape a student, not a teacher")
+            if self.kd == "dmd":
+                raise ValueError("a narrow student has other heads and layers than its teacher: direction-matching "
+                                 "distillation (kd='dmd') does not apply; use kd='pred'")
+            if self.tws:
+                raise ValueError("a narrow student is cut out of a teacher; --tws starts from a ternary student "
+                                 "(narrow the ternary stage instead)")
         if self.kind == "student" and not (self.model or self.init):
             raise ValueError("A student needs a checkpoint to start from (model or init)")
+
+    @property
+    def narrow(self) -> NarrowSpec:
+        """The narrow-student shape (false when the student keeps the teacher's)."""
+        return NarrowSpec(self.student_hidden, self.student_layers, self.student_ffn)
 
     @property
     def peak_lr(self) -> float:
@@ -345,10 +369,14 @@ class Trainer:
         self.log = log or (lambda s: print(s, flush=True))
         self.task = get_task(cfg.task)
         self.out = Path(cfg.output_dir)
-        if cfg.device == "auto":
+        # under torchrun: join the process group; rank 0 alone logs and writes (see bebert.model.distributed)
+        self.rank, self.world, device = distributed.setup(cfg.device)
+        if self.rank:
+            self.log = lambda s: None
+        if device == "auto":
             self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
         else:
-            self.device = torch.device(cfg.device)
+            self.device = torch.device(device)
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
         if cfg.kind == "teacher":
@@ -377,6 +405,8 @@ class Trainer:
             return model
         meta = read_meta(self.source)
         if meta.get("kind") == "student":
+            if cfg.narrow:
+                raise ValueError(f"{self.source} is a student; a narrow student is cut out of a teacher (--model)")
             members, _, smeta = load_student(self.source)
             src = members[0]
             if cfg.tws:
@@ -396,6 +426,12 @@ class Trainer:
         if cfg.tws:
             raise ValueError("--tws needs a ternary (w2a4) student checkpoint as --init, not a teacher")
         hf = load_hf_classifier(self.source, k)
+        if cfg.narrow:
+            depth = hf.config.num_hidden_layers
+            hf = narrow_bert(hf, cfg.narrow)
+            c = hf.config
+            self.log(f"narrow student cut out of {self.source}: hidden {c.hidden_size}, {c.num_attention_heads} heads, "
+                     f"layers {kept_layers(depth, c.num_hidden_layers)} of the teacher's {depth}, ffn {c.intermediate_size}")
         mcfg = ModelConfig.from_hf_config(
             hf.config,
             backbone=cfg.backbone,
@@ -447,6 +483,8 @@ class Trainer:
         return {k: v for k, v in d.items() if k not in RUNTIME_FIELDS}
 
     def _save_state(self, model, opt, sched, prog: dict[str, Any]) -> None:
+        if self.rank:
+            return
         tensors: dict[str, torch.Tensor] = {}
         for k, v in model.state_dict().items():
             tensors[f"model.{k}"] = v
@@ -481,6 +519,8 @@ class Trainer:
 
     def _save_done(self, prog: dict[str, Any]) -> None:
         """Mark the run complete; the large resume tensors are no longer needed."""
+        if self.rank:
+            return
         sd = self._state_dir()
         info = {k: v for k, v in prog.items() if k != "sample_weights"}
         info.update(version=1, run_config=self.cfg.to_dict(), tensors=None)
@@ -521,13 +561,15 @@ class Trainer:
         if info.get("sched"):
             sched.load_state_dict(info["sched"])
 
-    def _loss(self, model, batch, sample_weights: torch.Tensor | None) -> torch.Tensor:
+    def _loss(self, model, batch, sample_weights: torch.Tensor | None, forward=None) -> torch.Tensor:
+        """The mean training loss of a batch; ``forward`` runs the model (its DDP wrapper under torchrun)."""
         cfg = self.cfg
+        forward = model if forward is None else forward
         if cfg.kind == "teacher":
-            vec = F.cross_entropy(_forward_logits(model, batch), batch["labels"], reduction="none")
+            vec = F.cross_entropy(_forward_logits(forward, batch), batch["labels"], reduction="none")
         else:
             internals = cfg.kd == "dmd"
-            out = model(batch["input_ids"], batch["attention_mask"], batch["token_type_ids"], return_internals=internals)
+            out = forward(batch["input_ids"], batch["attention_mask"], batch["token_type_ids"], return_internals=internals)
             runner = self._teacher()
             t = runner(batch, internals) if runner is not None else None
             t_heads = runner.model.config.num_attention_heads if runner is not None else model.config.num_heads
@@ -607,17 +649,26 @@ class Trainer:
                 torch.set_rng_state(tensors["rng.torch"])
                 if "rng.cuda" in tensors and self.device.type == "cuda":
                     torch.cuda.set_rng_state(tensors["rng.cuda"], self.device)
+                if self.rank:  # rank 0's state was saved; the others reseed (bebert.model.distributed)
+                    torch.manual_seed(derive_seed(cfg.seed, "torch", m, "rank", self.rank, prog["global_step"]))
                 resume_mid_member = False
             else:
                 if m == 0 or cfg.member_init == "initial":
                     model = self._fresh_initial()
                 else:
                     model = copy.deepcopy(members[-1])
-                torch.manual_seed(derive_seed(cfg.seed, "torch", m))
+                torch.manual_seed(derive_seed(cfg.seed, "torch", m) if not self.rank
+                                  else derive_seed(cfg.seed, "torch", m, "rank", self.rank))
                 opt, sched = self._make_opt(model, steps_total)
                 prog.update(member=m, epoch=0, step=0, loss_sum=0.0, loss_count=0)
                 self._save_state(model, opt, sched, prog)
             model.train()
+            forward = model
+            if self.world > 1:
+                from torch.nn.parallel import DistributedDataParallel
+
+                # broadcasts rank 0's parameters, then averages the gradients in backward
+                forward = DistributedDataParallel(model, find_unused_parameters=True)
             bag = bootstrap_indices(n, cfg.seed, m) if (cfg.members > 1 and cfg.ensemble == "bag") else None
             boosting = cfg.members > 1 and cfg.ensemble == "boost"
             reweight = boosting and cfg.boost_sampling == "reweight" and m > 0
@@ -631,8 +682,11 @@ class Trainer:
                     batches = [order[i : i + cfg.batch_size] for i in range(0, len(order), cfg.batch_size)]
                     bar = self._bar(len(batches), f"{cfg.kind} m{m} e{e + 1}/{cfg.epochs}", prog["step"])
                     for s in range(prog["step"], len(batches)):
-                        batch = _to(collate(self.train_ds, batches[s]), self.device)
-                        loss = self._loss(model, batch, prog["sample_weights"] if reweight else None)
+                        idx, share = distributed.shard(batches[s], self.rank, self.world)
+                        batch = _to(collate(self.train_ds, idx), self.device)
+                        loss = self._loss(model, batch, prog["sample_weights"] if reweight else None, forward)
+                        if self.world > 1:
+                            loss = loss * share
                         opt.zero_grad(set_to_none=True)
                         loss.backward()
                         if cfg.grad_clip > 0:
@@ -640,7 +694,7 @@ class Trainer:
                         opt.step()
                         sched.step()
                         prog["global_step"] += 1
-                        prog["loss_sum"] += float(loss.detach())
+                        prog["loss_sum"] += distributed.all_mean(float(loss.detach()), self.world)
                         prog["loss_count"] += 1
                         prog["step"] = s + 1
                         steps_this_call += 1
@@ -680,7 +734,8 @@ class Trainer:
             prog["weights"].append(alpha)
             prog["errors"].append(err)
             prog["member_seconds"] = prog["member_seconds"][:m] + [round(tick(), 1)]
-            save_tensors(self.out / "members" / f"{m}.safetensors", model.state_dict())
+            if not self.rank:
+                save_tensors(self.out / "members" / f"{m}.safetensors", model.state_dict())
             if cfg.kind == "student":
                 ens = Ensemble(members, prog["weights"], model.config.fixed_point if model.config.fixed_point.enabled else None)
                 dev = predict_logits(ens, self.dev_ds, cfg.eval_batch_size, self.device)
@@ -697,11 +752,13 @@ class Trainer:
         self._write_final(members, prog["weights"])
         tick()
         # Wall-clock time is kept apart from metrics.json, which is deterministic for a seed.
-        save_json(self.out / "timing.json", {
-            "train_seconds": round(prog["seconds"], 1),
-            "member_end_seconds": prog["member_seconds"],
-            "note": "wall-clock seconds over all calls of this run (resumes add up), evaluation included",
-        })
+        if not self.rank:
+            save_json(self.out / "timing.json", {
+                "train_seconds": round(prog["seconds"], 1),
+                "member_end_seconds": prog["member_seconds"],
+                "processes": self.world,
+                "note": "wall-clock seconds over all calls of this run (resumes add up), evaluation included",
+            })
         self.log(f"training took {prog['seconds']:.0f} s (timing.json)")
         prog["done"] = True
         self._save_done(prog)
@@ -712,7 +769,7 @@ class Trainer:
     # -- outputs ------------------------------------------------------------------------------------
 
     def _bar(self, total: int, desc: str, initial: int):
-        if not self.cfg.progress:
+        if not self.cfg.progress or self.rank:
             return None
         from tqdm import tqdm
 
@@ -732,6 +789,8 @@ class Trainer:
         }
 
     def _write_final(self, members: list, weights: list[float]) -> None:
+        if self.rank:
+            return
         if self.cfg.kind == "teacher":
             model = members[0]
             save_tensors(self.out / "model.safetensors", model.state_dict(), metadata={"format": "pt"})
@@ -744,6 +803,8 @@ class Trainer:
             save_student(self.out, members, weights, self._meta(), self.vocab)
 
     def _write_metrics(self, rows: list[dict[str, Any]]) -> None:
+        if self.rank:
+            return
         save_json(self.out / "metrics.json", rows)
         keys: list[str] = []
         for r in rows:
@@ -758,6 +819,8 @@ class Trainer:
         atomic_write_bytes(self.out / "metrics.csv", buf.getvalue().encode("utf-8"))
 
     def _plot(self, rows: list[dict[str, Any]]) -> None:
+        if self.rank:
+            return
         from .plot import plot_dev_metric
 
         plot_dev_metric(rows, f"dev_{self.task.primary_metric}", self.out / "dev_metric.png", title=self.task.name)
