@@ -86,6 +86,9 @@ def add_train_parser(subparsers) -> argparse.ArgumentParser:
     g.add_argument("--max-len", type=int, default=128, help="tokens per sequence after truncation (default: %(default)s)")
     g.add_argument("--max-train-examples", type=int, default=None, help="use only the first N training rows")
     g.add_argument("--max-eval-examples", type=int, default=None, help="use only the first N dev rows")
+    g.add_argument("--holdout", type=int, default=0,
+                   help="hold out N training rows (the same rows for every run on the same data): never trained on, "
+                        "scored beside dev after every epoch as holdout_* metrics (default: none)")
     g.add_argument("--cased", action="store_true", help="do not lower-case before WordPiece (for cased vocabularies)")
     g = p.add_argument_group("models")
     g.add_argument("--output-dir", required=True, help="folder for the checkpoint, metrics, plot and resume state")
@@ -238,6 +241,7 @@ def run_train(args: argparse.Namespace) -> int:
             seed=args.seed,
             max_train_examples=args.max_train_examples,
             max_eval_examples=args.max_eval_examples,
+            holdout=args.holdout,
             checkpoint_every=args.checkpoint_every,
             fixed_point=not args.no_fixed_point,
             embedding_scale=args.embedding_scale,

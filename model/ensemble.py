@@ -49,6 +49,8 @@ __all__ = [
     "combine_votes",
     "epoch_order",
     "bootstrap_indices",
+    "diversity",
+    "holdout_split",
     "ERR_EPS",
 ]
 
@@ -167,3 +169,41 @@ def epoch_order(
         raise ValueError(f"sampling must be 'permute' or 'weighted', not {sampling!r}")
     base = subset if subset is not None else torch.arange(n)
     return base[torch.randperm(base.numel(), generator=g)]
+
+
+def diversity(preds: list[torch.Tensor], labels: torch.Tensor) -> dict[str, float | None]:
+    """How differently the members err (Kuncheva & Whitaker 2003), over one split.
+
+    ``disagreement``: the mean over member pairs of the fraction of samples on which the two predict
+    different classes. ``error_corr``: the mean over pairs of the Pearson correlation of their error
+    indicators (``None`` when every pair has a member that is always or never wrong). An ensemble can beat
+    its best member only where members disagree and their errors are not strongly correlated.
+    """
+    if len(preds) < 2:
+        return {"disagreement": None, "error_corr": None}
+    miss = [misclassified(p, labels).double() for p in preds]
+    dis, cor = [], []
+    for i in range(len(preds)):
+        for j in range(i + 1, len(preds)):
+            dis.append(float((preds[i] != preds[j]).double().mean()))
+            a, b = miss[i] - miss[i].mean(), miss[j] - miss[j].mean()
+            den = float(a.norm() * b.norm())
+            if den > 0:
+                cor.append(float((a * b).sum()) / den)
+    return {"disagreement": sum(dis) / len(dis), "error_corr": sum(cor) / len(cor) if cor else None}
+
+
+def holdout_split(n: int, holdout: int) -> tuple[list[int], list[int]]:
+    """``(train rows, held-out rows)`` of ``n`` training rows: ``holdout`` rows drawn at random with a fixed
+    seed (the same rows for every run of the same data, whatever its ``--seed``), both in dataset order. The
+    held-out rows are never trained on and never used to choose anything: the ensemble's accuracy on data no
+    selection has seen (dev is the split recipes were compared on)."""
+    if not isinstance(holdout, int) or holdout < 0:
+        raise ValueError(f"holdout must be a non-negative integer, not {holdout!r}")
+    if holdout >= n:
+        raise ValueError(f"holdout of {holdout} rows leaves nothing to train on ({n} training rows)")
+    rng = np.random.default_rng(derive_seed(0, "holdout", n))
+    held = np.sort(rng.permutation(n)[:holdout])
+    mask = np.ones(n, dtype=bool)
+    mask[held] = False
+    return [int(i) for i in np.flatnonzero(mask)], [int(i) for i in held]

@@ -49,7 +49,7 @@ from .checkpoint import (
 from .config import BACKBONES, SCALE_GRANULARITIES, ModelConfig
 from .data import EncodedDataset, TaskSpec, collate, encode_examples, get_task, load_tokenizer, read_examples, split_path
 from .distill import KD_MODES, TeacherRunner, per_sample_loss
-from .ensemble import bootstrap_indices, derive_seed, epoch_order, samme_update
+from .ensemble import bootstrap_indices, derive_seed, diversity, epoch_order, holdout_split, samme_update
 from .fixedpoint import FixedPointConfig
 from .metrics import compute_metrics
 from . import distributed
@@ -114,6 +114,10 @@ class TrainConfig:
         Base seed.
     max_train_examples, max_eval_examples : int or None
         Use only the first rows (quick runs, tests).
+    holdout : int
+        Training rows held out (:func:`~bebert.model.ensemble.holdout_split`: the same rows for every run on
+        the same data): never trained on, scored after every epoch and ensemble prefix as ``holdout_*``
+        metrics beside ``dev_*``.
     checkpoint_every : int
         Save the resume state every this many optimizer steps (0: only at epoch ends).
     fixed_point : bool
@@ -167,6 +171,7 @@ class TrainConfig:
     seed: int = 42
     max_train_examples: int | None = None
     max_eval_examples: int | None = None
+    holdout: int = 0
     checkpoint_every: int = 0
     fixed_point: bool = True
     embedding_scale: str = "row"
@@ -194,6 +199,8 @@ class TrainConfig:
         for name, allowed in checks.items():
             if getattr(self, name) not in allowed:
                 raise ValueError(f"{name} must be one of {allowed}, not {getattr(self, name)!r}")
+        if not isinstance(self.holdout, int) or self.holdout < 0:
+            raise ValueError(f"holdout must be a non-negative integer, not {self.holdout!r}")
         for name in ("members", "epochs", "batch_size", "eval_batch_size", "max_len"):
             v = getattr(self, name)
             if not isinstance(v, int) or v < 1:
@@ -387,8 +394,14 @@ class Trainer:
         tok = load_tokenizer(self.vocab, cfg.max_len, cfg.lowercase)
         train_ex = read_examples(self.task, split_path(self.task, cfg.data_dir, "train"), cfg.max_train_examples)
         dev_ex = read_examples(self.task, split_path(self.task, cfg.data_dir, "dev"), cfg.max_eval_examples)
+        held_ex = []
+        if cfg.holdout:
+            keep, held = holdout_split(len(train_ex), cfg.holdout)
+            train_ex, held_ex = [train_ex[i] for i in keep], [train_ex[i] for i in held]
         self.train_ds = encode_examples(train_ex, tok)
         self.dev_ds = encode_examples(dev_ex, tok)
+        self.holdout_ds = encode_examples(held_ex, tok) if held_ex else None
+        self._member_preds: dict[tuple[str, int], torch.Tensor] = {}
         self.teacher_runner: TeacherRunner | None = None
         self._initial_state: dict[str, torch.Tensor] | None = None
         self._model_cfg: ModelConfig | None = None
@@ -582,8 +595,35 @@ class Trainer:
             return (vec * w).mean()
         return vec.mean()
 
-    def _eval_row(self, logits: torch.Tensor) -> dict[str, float]:
-        return {f"dev_{k}": v for k, v in evaluate_logits(self.task, logits, self.dev_ds.labels).items()}
+    def _splits(self):
+        return [("dev", self.dev_ds)] + ([("holdout", self.holdout_ds)] if self.holdout_ds is not None else [])
+
+    def _eval_row(self, model, dev: torch.Tensor | None = None) -> dict[str, float]:
+        """``dev_*`` (and ``holdout_*``) metrics of a model (``dev``: its dev logits, if computed)."""
+        row = {}
+        for name, ds in self._splits():
+            logits = dev if (name == "dev" and dev is not None) else predict_logits(
+                model, ds, self.cfg.eval_batch_size, self.device)
+            row.update({f"{name}_{k}": v for k, v in evaluate_logits(self.task, logits, ds.labels).items()})
+        return row
+
+    def _ensemble_row(self, ens, members: list) -> dict[str, float | None]:
+        """The ensemble's metrics per split, with its best member's primary metric, the gain over it, and
+        the members' diversity (:func:`~bebert.model.ensemble.diversity`)."""
+        row = self._eval_row(ens)
+        key = self.task.primary_metric
+        for name, ds in self._splits():
+            preds = []
+            for m, mdl in enumerate(members):
+                if (name, m) not in self._member_preds:
+                    self._member_preds[(name, m)] = predict_logits(mdl, ds, self.cfg.eval_batch_size,
+                                                                   self.device).argmax(-1)
+                preds.append(self._member_preds[(name, m)])
+            best = max(compute_metrics(self.task.metrics, p.numpy(), ds.labels.numpy())[key] for p in preds)
+            row[f"{name}_best_member"] = best
+            row[f"{name}_gain"] = row[f"{name}_{key}"] - best
+            row.update({f"{name}_{k}": v for k, v in diversity(preds, ds.labels).items()})
+        return row
 
     def run(self, stop_after_steps: int | None = None) -> dict[str, Any]:
         """Train (or resume) to completion and write the final checkpoint.
@@ -712,7 +752,7 @@ class Trainer:
                     dev = predict_logits(model, self.dev_ds, cfg.eval_batch_size, self.device)
                     row = {"type": "member", "member": m, "epoch": e + 1, "global_step": prog["global_step"],
                            "train_loss": prog["loss_sum"] / max(1, prog["loss_count"]), "lr": sched.get_last_lr()[0]}
-                    row.update(self._eval_row(dev))
+                    row.update(self._eval_row(model, dev))
                     prog["metrics"].append(row)
                     self.log(self._fmt_row(row))
                     prog.update(epoch=e + 1, step=0, loss_sum=0.0, loss_count=0)
@@ -738,10 +778,9 @@ class Trainer:
                 save_tensors(self.out / "members" / f"{m}.safetensors", model.state_dict())
             if cfg.kind == "student":
                 ens = Ensemble(members, prog["weights"], model.config.fixed_point if model.config.fixed_point.enabled else None)
-                dev = predict_logits(ens, self.dev_ds, cfg.eval_batch_size, self.device)
                 row = {"type": "ensemble", "member": m, "members": m + 1, "epoch": cfg.epochs,
                        "global_step": prog["global_step"], "alpha": alpha, "train_error": err}
-                row.update(self._eval_row(dev))
+                row.update(self._ensemble_row(ens, members))
                 prog["metrics"].append(row)
                 self.log(self._fmt_row(row))
                 self._write_metrics(prog["metrics"])

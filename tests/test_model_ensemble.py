@@ -163,3 +163,33 @@ def test_ensemble_module_combines_weighted_logits():
         assert torch.allclose(eq, 0.5 * (a(ids).logits + b(ids).logits))
         # weights are normalized: scaling them changes nothing
         assert torch.allclose(Ensemble([a, b], [30.0, 10.0])(ids).logits, ens)
+
+
+def test_diversity_of_members():
+    from bebert.model.ensemble import diversity
+
+    labels = torch.tensor([0, 1, 0, 1, 0, 1, 0, 1])
+    a = torch.tensor([0, 1, 0, 1, 1, 0, 0, 1])  # wrong on 4, 5
+    same = diversity([a, a.clone()], labels)
+    assert same["disagreement"] == 0.0 and same["error_corr"] == pytest.approx(1.0)
+    b = torch.tensor([1, 0, 0, 1, 0, 1, 0, 1])  # wrong on 0, 1: disjoint errors
+    d = diversity([a, b], labels)
+    assert d["disagreement"] == pytest.approx(0.5)
+    assert d["error_corr"] == pytest.approx(-1 / 3)  # two 2-of-8 error sets, disjoint
+    perfect = labels.clone()  # never wrong: its error indicator is constant, the pair has no correlation
+    assert diversity([a, perfect], labels)["error_corr"] is None
+    assert diversity([a], labels) == {"disagreement": None, "error_corr": None}
+
+
+def test_holdout_split_is_fixed_and_disjoint():
+    from bebert.model.ensemble import holdout_split
+
+    keep, held = holdout_split(100, 10)
+    assert len(held) == 10 and len(keep) == 90 and not set(keep) & set(held)
+    assert sorted(keep + held) == list(range(100)) and held == sorted(held)
+    assert holdout_split(100, 10) == (keep, held)
+    assert holdout_split(100, 0) == (list(range(100)), [])
+    with pytest.raises(ValueError, match="nothing to train on"):
+        holdout_split(10, 10)
+    with pytest.raises(ValueError, match="non-negative"):
+        holdout_split(10, -1)

@@ -270,3 +270,26 @@ def test_kd_timing_benchmark(teacher, tmp_path, capsys):
     assert bench_main(["--model", str(teacher), "--task", "SST-2", "--data-dir", str(GLUE), "--steps", "20",
                        "--batch-size", "4", "--max-train-examples", "40", "--json", str(tmp_path / "no.json")]) == 2
     assert "need 88 training rows" in capsys.readouterr().err and not (tmp_path / "no.json").exists()
+
+
+def test_holdout_rows_are_not_trained_on_and_scored(tmp_path, teacher):
+    cfg = _student(tmp_path / "h", teacher, members=2, kd="pred", epochs=1, holdout=8)
+    tr = Trainer(cfg, log=lambda s: None)
+    assert len(tr.train_ds) == 40 and len(tr.holdout_ds) == 8
+    full = Trainer(_student(tmp_path / "f", teacher, epochs=1), log=lambda s: None)
+    from bebert.model.ensemble import holdout_split
+
+    keep, held = holdout_split(48, 8)
+    assert tr.train_ds.input_ids == [full.train_ds.input_ids[i] for i in keep]
+    assert tr.holdout_ds.input_ids == [full.train_ds.input_ids[i] for i in held]
+    result = tr.run()
+    rows = result["metrics"]
+    assert all("holdout_acc" in r and "dev_acc" in r for r in rows)
+    ens = [r for r in rows if r["type"] == "ensemble"]
+    assert ens[0]["dev_disagreement"] is None and ens[0]["dev_gain"] == pytest.approx(0.0)
+    last = ens[-1]
+    for split in ("dev", "holdout"):
+        assert 0.0 <= last[f"{split}_disagreement"] <= 1.0
+        assert last[f"{split}_gain"] == pytest.approx(last[f"{split}_acc"] - last[f"{split}_best_member"])
+    with pytest.raises(ValueError, match="nothing to train on"):
+        Trainer(_student(tmp_path / "bad", teacher, holdout=48), log=lambda s: None)
