@@ -28,6 +28,7 @@ BEBERT: binary ensemble BERT from PyTorch training to an FPGA accelerator.
   bebert export / inspect  integer deployment file from a checkpoint, and its summary
   bebert perf              cycle estimate of an inference: ideal, weight-stream floor, per op
   bebert bench             accelerator cycles beside torch, onnxruntime, golden and bit-packed CPU latency
+  bebert pareto RUN...     trained students' accuracy (golden, dev and holdout) against cycles per preset
   bebert faults MODEL      accuracy under random bit flips (weights, thresholds, activations), golden model
 """
 
@@ -53,6 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
                            ("bebert.golden.cli", ("add_export_parser", "add_inspect_parser")),
                            ("bebert.golden.perf", ("add_perf_parser",)),
                            ("bebert.golden.bench_cli", ("add_bench_parser",)),
+                           ("bebert.golden.pareto", ("add_pareto_parser",)),
                            ("bebert.golden.faults", ("add_faults_parser",))):
         if importlib.util.find_spec(module) is None:
             continue

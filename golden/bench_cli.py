@@ -63,10 +63,11 @@ def _bench_presets() -> dict:
     from ..hw.presets import PRESETS as HW
 
     out = {}
-    for key, name in (("demo", "demo-ecp5"), ("edge", "edge-ecp5")):
+    for key, name in (("demo", "demo-ecp5"), ("edge", "edge-ecp5"), ("tiny", "tiny-ice40")):
         pr = HW[name]
         out[key] = dict(p=pr.p, s=pr.s, lanes=pr.lanes, word_bits=pr.word_bits, bits_per_cycle=pr.bits_per_cycle,
-                        latency=pr.latency, prefetch=bool(pr.prefetch), what=f"preset {name}: {pr.what}")
+                        latency=pr.latency, prefetch=bool(pr.prefetch), clock_mhz=pr.clock_mhz, name=name,
+                        what=f"preset {name}: {pr.what}")
     return out
 
 
@@ -241,7 +242,7 @@ def preset_clock(preset: str, area_report: Path | None = None) -> tuple[float, s
         if (all(params.get(k) == v for k, v in want.items()) and bool(params.get("prefetch")) == pr["prefetch"]
                 and cfg.get("fmax_mhz")):
             return float(cfg["fmax_mhz"]), f"post-route Fmax of \"{cfg.get('name')}\" ({Path(area_report).name})"
-    return CLOCK_MHZ, "assumed"
+    return float(pr.get("clock_mhz", CLOCK_MHZ)), "assumed"
 
 
 def _cycle_row(model, preset: str, n: int) -> dict:
@@ -434,7 +435,7 @@ def markdown(result: dict, plot_rel: str | None) -> str:
     lines += ["", "Presets and their clocks (an **assumed** clock is not a measurement: each block closes >= 125 MHz "
               "alone on the LFE5U-85F, the preset as a whole was not placed and routed):", ""]
     lines += [f"- `{k}`: {v['what']}; clock "
-              + (f"{clocks[k][0]:g} MHz, {clocks[k][1]}" if k in clocks else "-") + "." for k, v in PRESETS.items()]
+              + f"{clocks[k][0]:g} MHz, {clocks[k][1]}." for k, v in PRESETS.items() if k in clocks]
     ra = result["ratios"]
     lines += ["", "Ratios (latency of the CPU engine over the accelerator's, same run, n = 128):", ""]
     goals = {"edge_n128_vs_torch_fp32_1t": 20.0, "edge_n128_vs_bitpacked_2t": 1.5}

@@ -48,6 +48,8 @@ def add_export_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("checkpoint", help="student or ensemble checkpoint folder (bebert.json + model.safetensors)")
     p.add_argument("-o", "--output", required=True, metavar="MODEL.safetensors",
                    help="the integer model file to write")
+    p.add_argument("--members", type=int, metavar="K",
+                   help="export only the first K members (with their ensemble weights; default: all)")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.set_defaults(func=run_export)
     return p
@@ -104,7 +106,7 @@ def run_export(args: argparse.Namespace) -> int:
 
     try:
         check_output_file(args.output, "--output")
-        summary = export_checkpoint(args.checkpoint, args.output)
+        summary = export_checkpoint(args.checkpoint, args.output, args.members)
     except (IntModelError, ValueError, FileNotFoundError, KeyError) as e:
         return _error(str(e))
     if args.json:

@@ -24,8 +24,11 @@ def is_int_model_file(path: str | os.PathLike) -> bool:
 
 
 def load_eval_data(model, path, task: str | None, data_dir: str, split: str = "dev", max_len: int | None = None,
-                   max_examples: int | None = None, vocab: str | os.PathLike | None = None):
-    """``(task spec, encoded dataset)`` of a split for a loaded deployment file (``model``, read from ``path``).
+                   max_examples: int | None = None, vocab: str | os.PathLike | None = None,
+                   rows: list[int] | None = None):
+    """``(task spec, encoded dataset)`` of a split for a loaded deployment file (``model``, read from ``path``);
+    ``rows``: only those rows of the split, in that order (e.g. the held-out training rows of
+    :func:`bebert.model.ensemble.holdout_split`).
 
     Raises
     ------
@@ -53,7 +56,13 @@ def load_eval_data(model, path, task: str | None, data_dir: str, split: str = "d
         raise ValueError(f"{vocab_file} has {n_vocab} entries but {path} has a vocabulary of {want}; "
                          "pass the training run's vocab.txt with --vocab")
     tok = load_tokenizer(vocab_file, max_len or int(meta.get("max_len") or limit), meta.get("lowercase", True))
-    ds = encode_examples(read_examples(spec, split_path(spec, data_dir, split), max_examples), tok)
+    examples = read_examples(spec, split_path(spec, data_dir, split), max_examples)
+    if rows is not None:
+        bad = [i for i in rows if not 0 <= i < len(examples)]
+        if bad:
+            raise ValueError(f"row {bad[0]} is outside the {len(examples)} rows of {spec.name} {split}")
+        examples = [examples[i] for i in rows]
+    ds = encode_examples(examples, tok)
     return spec, ds
 
 

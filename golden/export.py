@@ -306,8 +306,11 @@ def export_members(members: list, weights: list[float], meta: dict[str, Any] | N
     return tensors, out_meta
 
 
-def export_checkpoint(checkpoint: str | os.PathLike, output: str | os.PathLike) -> dict[str, Any]:
-    """Export a student / ensemble checkpoint folder to ``output`` (written atomically).
+def export_checkpoint(checkpoint: str | os.PathLike, output: str | os.PathLike,
+                      members: int | None = None) -> dict[str, Any]:
+    """Export a student / ensemble checkpoint folder to ``output`` (written atomically); ``members``: only the
+    first that many members with their weights (a boosted ensemble's prefix is the ensemble it was after
+    that member).
 
     Returns the integer model's summary.
     """
@@ -315,7 +318,12 @@ def export_checkpoint(checkpoint: str | os.PathLike, output: str | os.PathLike) 
 
     from .format import load_int_model
 
-    members, weights, meta = load_student(checkpoint, "cpu")
+    all_members, weights, meta = load_student(checkpoint, "cpu")
+    if members is not None:
+        if not 1 <= members <= len(all_members):
+            raise ValueError(f"{checkpoint} has {len(all_members)} member(s); cannot export the first {members}")
+        all_members, weights = all_members[:members], weights[:members]
+    members = all_members
     meta = dict(meta)
     meta["source"] = str(Path(checkpoint))
     tensors, out_meta = export_members(members, weights, meta)

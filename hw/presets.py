@@ -31,6 +31,8 @@ class Preset:
     weights: str           # where the weights live
     built: bool            # the preset's memory system exists in RTL (sim and synth run it)
     what: str
+    clock_mhz: float = 125.0   # clock assumed where no post-route Fmax is measured (the preset's goal)
+    onchip_kbit: int = 0       # on-chip memory of the part for weights (EBR + SPRAM, Kbit; 0: weights off chip)
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -45,7 +47,14 @@ PRESETS: dict[str, Preset] = {p.name: p for p in (
            latency=2, max_tokens=128, weights="on chip (EBR), one 4096-bit tile per lane per cycle", built=False,
            what="target: 2 lanes of P x S = 32 x 128 (4096 XNOR-popcount bits per lane), weights on chip: not built "
                 "(no on-chip weight store yet, and the shipped ensemble's 21.6 Mbit of weights would not fit the "
-                "LFE5U-85F's 3.8 Mbit of block RAM: it needs the narrow students of issue 16)"),
+                "LFE5U-85F's 3.8 Mbit of block RAM: it needs the narrow students of issue 16)",
+           clock_mhz=125.0, onchip_kbit=208 * 18),
+    Preset("tiny-ice40", "iCE40UP5K", p=2, s=32, lanes=1, prefetch=0, word_bits=64, bits_per_cycle=64.0,
+           latency=2, max_tokens=64, weights="on chip (SPRAM), 64 bits per cycle from the four 16-bit SPRAMs",
+           built=False, clock_mhz=40.0, onchip_kbit=4 * 256 + 30 * 4,
+           what="target: one lane of P x S = 2 x 32 fed at 64 bits/cycle by the UP5K's four SPRAMs (1 Mbit: a "
+                "BERT-tiny-shaped student, members in turn), 40 MHz assumed: not built (no iCE40 top, and the "
+                "design's logic is several times the UP5K's 5,280 LUT4)"),
 )}
 
 #: The hardware options a preset sets (argparse ``dest`` names); where no preset is named, :func:`apply` takes
@@ -80,10 +89,12 @@ def apply(args, options=HW_OPTIONS, *, need_built: str | None = None) -> Preset 
 def table() -> str:
     """The presets as a Markdown table (``bebert presets``)."""
     lines = ["| preset | device | P x S | lanes | prefetch | word bits | bits/cycle | latency | max tokens | "
-             "RTL | weights |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+             "clock (assumed) | on-chip weight memory | RTL | weights |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for p in PRESETS.values():
         lines.append(f"| {p.name} | {p.device} | {p.p} x {p.s} | {p.lanes} | {p.prefetch} | {p.word_bits} | "
-                     f"{p.bits_per_cycle:g} | {p.latency} | {p.max_tokens} | {'built' if p.built else 'not built'} | "
+                     f"{p.bits_per_cycle:g} | {p.latency} | {p.max_tokens} | {p.clock_mhz:g} MHz | "
+                     f"{f'{p.onchip_kbit:,} Kbit' if p.onchip_kbit else 'off chip'} | {'built' if p.built else 'not built'} | "
                      f"{p.weights} |")
     return "\n".join(lines)
 
