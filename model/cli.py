@@ -45,6 +45,10 @@ examples:
   bebert train ensemble --student-hidden 128 --student-layers 2 --student-ffn 512 --kd pred \
       --model runs/sst2-teacher --task SST-2 --output-dir runs/sst2-narrow ...
 
+  # multi-step distillation: a W1A4 ensemble teaches the W1A1 one (FP -> W1A4 -> W1A1)
+  bebert train ensemble --backbone w1a4 --kd pred --model runs/sst2-teacher --output-dir runs/sst2-w1a4 ...
+  bebert train ensemble --kd pred --kd-teacher runs/sst2-w1a4 --model runs/sst2-teacher --output-dir runs/sst2-ms ...
+
   # two processes (PyTorch DDP, gloo on CPU); more nodes: torchrun's --nnodes/--rdzv-endpoint
   torchrun --standalone --nproc_per_node 2 $(which bebert) train ensemble --threads 1 ...
 
@@ -133,6 +137,10 @@ def add_train_parser(subparsers) -> argparse.ArgumentParser:
                         "distillation (default: %(default)s)")
     g.add_argument("--kd-temperature", type=float, default=1.0, help="softmax temperature for prediction KD")
     g.add_argument("--kd-ce-weight", type=float, default=0.5, help="weight of the label loss added to KD (default: %(default)s)")
+    g.add_argument("--kd-teacher", metavar="CKPT",
+                   help="distill from this checkpoint instead of --model: a fine-tuned teacher, or a trained binary "
+                        "student/ensemble such as a W1A4 run (multi-step distillation FP -> W1A4 -> W1A1; "
+                        "--kd pred); --model still gives the initialization")
     g = p.add_argument_group("optimization")
     g.add_argument("--epochs", type=int, default=3, help="epochs per member (default: %(default)s)")
     g.add_argument("--batch-size", type=int, default=32, help="training batch size (default: %(default)s)")
@@ -230,6 +238,7 @@ def run_train(args: argparse.Namespace) -> int:
             kd=args.kd,
             kd_temperature=args.kd_temperature,
             kd_ce_weight=args.kd_ce_weight,
+            kd_teacher=args.kd_teacher,
             epochs=args.epochs,
             batch_size=args.batch_size,
             eval_batch_size=args.eval_batch_size,

@@ -60,6 +60,7 @@ class TeacherRunner:
             for name in ("query", "key", "value"):
                 self._handles.append(getattr(att, name).register_forward_hook(self._hook(i, name)))
         self.num_layers = len(layers)
+        self.num_heads = model.config.num_attention_heads
 
     def _hook(self, i: int, name: str):
         def fn(_mod, _inp, out):
@@ -81,6 +82,29 @@ class TeacherRunner:
             return TeacherInternals(out.logits, [], [])
         qkv = [tuple(self._captured[(i, n)] for n in ("query", "key", "value")) for i in range(self.num_layers)]
         return TeacherInternals(out.logits, qkv, list(out.hidden_states))
+
+
+class StudentTeacherRunner:
+    """A trained binary student or ensemble as the teacher of prediction distillation (multi-step
+    distillation, as BiT does: FP -> W1A4 -> W1A1, each stage taught by the one before).
+
+    Parameters
+    ----------
+    model : bebert.model.student.Ensemble
+        The teacher ensemble (its combined logits are the soft targets); never trained here.
+    """
+
+    def __init__(self, model) -> None:
+        self.model = model.eval()
+        self.num_heads = model.members[0].config.num_heads
+
+    @torch.no_grad()
+    def __call__(self, batch: dict[str, torch.Tensor], internals: bool) -> TeacherInternals:
+        if internals:
+            raise ValueError("a binary teacher gives predictions only: direction-matching distillation (kd='dmd') "
+                             "needs the full-precision teacher; use kd='pred'")
+        out = self.model(batch["input_ids"], batch["attention_mask"], batch["token_type_ids"])
+        return TeacherInternals(out.logits, [], [])
 
 
 def soft_cross_entropy(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:

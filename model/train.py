@@ -48,7 +48,7 @@ from .checkpoint import (
 )
 from .config import BACKBONES, SCALE_GRANULARITIES, ModelConfig
 from .data import EncodedDataset, TaskSpec, collate, encode_examples, get_task, load_tokenizer, read_examples, split_path
-from .distill import KD_MODES, TeacherRunner, per_sample_loss
+from .distill import KD_MODES, StudentTeacherRunner, TeacherRunner, per_sample_loss
 from .ensemble import bootstrap_indices, derive_seed, diversity, epoch_order, holdout_split, samme_update
 from .fixedpoint import FixedPointConfig
 from .metrics import compute_metrics
@@ -160,6 +160,7 @@ class TrainConfig:
     kd: str = "none"
     kd_temperature: float = 1.0
     kd_ce_weight: float = 0.5
+    kd_teacher: str | None = None
     epochs: int = 3
     batch_size: int = 32
     eval_batch_size: int = 64
@@ -209,8 +210,10 @@ class TrainConfig:
             raise ValueError("A teacher run trains one full-precision model: members=1, kd='none', no tws")
         if self.tws and self.backbone != "w1a4":
             raise ValueError("tws splits a ternary model into the w1a4 backbone; use backbone='w1a4'")
-        if self.kind == "student" and self.kd != "none" and not self.model:
+        if self.kind == "student" and self.kd != "none" and not (self.model or self.kd_teacher):
             raise ValueError("Distillation needs the fine-tuned teacher (model)")
+        if self.kd_teacher and (self.kind != "student" or self.kd == "none"):
+            raise ValueError("kd_teacher is the teacher of a student's distillation: use it with kd='pred'")
         if self.narrow:
             NarrowSpec(self.student_hidden, self.student_layers, self.student_ffn)  # checks the values
             if self.kind == "teacher":
@@ -483,8 +486,19 @@ class Trainer:
         if self.cfg.kind != "student" or self.cfg.kd == "none":
             return None
         if self.teacher_runner is None:
-            hf = load_hf_classifier(self.cfg.model, self.task.num_labels, strict_labels=True).to(self.device)
-            self.teacher_runner = TeacherRunner(hf)
+            source = self.cfg.kd_teacher or self.cfg.model
+            if read_meta(source).get("kind") == "student":
+                if self.cfg.kd != "pred":
+                    raise ValueError(f"{source} is a binary student: it teaches by its predictions only (kd='pred'), "
+                                     f"not kd={self.cfg.kd!r}")
+                members, weights, meta = load_student(source, self.device)
+                if meta.get("task") and get_task(meta["task"]).name != self.task.name:
+                    raise ValueError(f"Teacher {source} was trained on {meta['task']}, not {self.task.name}")
+                fp = members[0].config.fixed_point
+                self.teacher_runner = StudentTeacherRunner(Ensemble(members, weights, fp if fp.enabled else None))
+            else:
+                hf = load_hf_classifier(source, self.task.num_labels, strict_labels=True).to(self.device)
+                self.teacher_runner = TeacherRunner(hf)
         return self.teacher_runner
 
     # -- state ------------------------------------------------------------------------------------
@@ -493,7 +507,10 @@ class Trainer:
         return self.out / "state"
 
     def _config_for_compare(self, d: dict[str, Any]) -> dict[str, Any]:
-        return {k: v for k, v in d.items() if k not in RUNTIME_FIELDS}
+        # a field added since the run started reads as its default (the run was made without it)
+        full = {f.name: f.default for f in dataclasses.fields(TrainConfig) if f.default is not dataclasses.MISSING}
+        full.update(d)
+        return {k: v for k, v in full.items() if k not in RUNTIME_FIELDS}
 
     def _save_state(self, model, opt, sched, prog: dict[str, Any]) -> None:
         if self.rank:
@@ -585,7 +602,7 @@ class Trainer:
             out = forward(batch["input_ids"], batch["attention_mask"], batch["token_type_ids"], return_internals=internals)
             runner = self._teacher()
             t = runner(batch, internals) if runner is not None else None
-            t_heads = runner.model.config.num_attention_heads if runner is not None else model.config.num_heads
+            t_heads = runner.num_heads if runner is not None else model.config.num_heads
             vec = per_sample_loss(
                 cfg.kd, out, batch["labels"], t, batch["attention_mask"], model.config.num_heads, t_heads,
                 cfg.kd_temperature, cfg.kd_ce_weight,

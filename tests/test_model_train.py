@@ -14,6 +14,7 @@ from bebert.model.checkpoint import atomic_write_bytes, load_student, load_tenso
 from bebert.model.cli import add_eval_parser, add_train_parser
 from bebert.model.teacher import load_hf_classifier
 from bebert.model.train import TrainConfig, Trainer
+from bebert.model.data import collate
 
 torch.set_num_threads(1)
 
@@ -293,3 +294,32 @@ def test_holdout_rows_are_not_trained_on_and_scored(tmp_path, teacher):
         assert last[f"{split}_gain"] == pytest.approx(last[f"{split}_acc"] - last[f"{split}_best_member"])
     with pytest.raises(ValueError, match="nothing to train on"):
         Trainer(_student(tmp_path / "bad", teacher, holdout=48), log=lambda s: None)
+
+
+def test_multi_step_distillation_from_a_binary_teacher(tmp_path, teacher):
+    # FP -> W1A4 -> W1A1: a trained W1A4 student teaches a W1A1 ensemble by its predictions
+    w1a4 = tmp_path / "w1a4"
+    assert Trainer(_student(w1a4, teacher, backbone="w1a4", kd="pred", epochs=1), log=lambda s: None).run()["done"]
+    cfg = _student(tmp_path / "w1a1", teacher, members=2, epochs=1, kd="pred", kd_teacher=str(w1a4))
+    tr = Trainer(cfg, log=lambda s: None)
+    runner = tr._teacher()
+    assert type(runner).__name__ == "StudentTeacherRunner" and runner.model.members[0].config.backbone == "w1a4"
+    batch = collate(tr.train_ds, range(4))
+    want = runner.model(batch["input_ids"], batch["attention_mask"], batch["token_type_ids"]).logits
+    assert torch.equal(runner(batch, False).logits, want)
+    assert tr.run()["done"]
+    # a binary teacher has no Q/K/V to match, and the option needs distillation
+    with pytest.raises(ValueError, match="kd='pred'"):
+        Trainer(_student(tmp_path / "dmd", teacher, kd="dmd", kd_teacher=str(w1a4)), log=lambda s: None)._teacher()
+    with pytest.raises(ValueError, match="kd_teacher is the teacher of a student's distillation"):
+        _student(tmp_path / "x", teacher, kd="none", kd_teacher=str(w1a4))
+
+
+def test_resume_accepts_a_state_written_before_a_field_existed(tmp_path, teacher):
+    cfg = _student(tmp_path / "r", teacher, epochs=1)
+    assert not Trainer(cfg, log=lambda s: None).run(stop_after_steps=1)["done"]
+    state = tmp_path / "r" / "state" / "state.json"
+    info = json.loads(state.read_text())
+    del info["run_config"]["kd_teacher"]
+    state.write_text(json.dumps(info))
+    assert Trainer(cfg, log=lambda s: None).run()["done"]
