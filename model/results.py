@@ -183,6 +183,26 @@ def markdown_table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _curves(spec: list[str]) -> int:
+    from .plot import plot_runs
+
+    if len(spec) < 2:
+        raise ValueError("--curves needs the PNG file and at least one run folder")
+    png, runs = Path(spec[0]), [Path(r) for r in spec[1:]]
+    if png.suffix.lower() != ".png":
+        raise ValueError(f"--curves: the first argument is the PNG to write, not {png}")
+    data, metrics = {}, set()
+    for run in runs:
+        meta = _load(run / "bebert.json", "checkpoint metadata")
+        metrics.add(get_task(meta["task"]).primary_metric)
+        data[run.name] = _load(run / "metrics.json", "per-epoch metrics")
+    if len(metrics) > 1:
+        raise ValueError(f"--curves: the runs have different metrics ({', '.join(sorted(metrics))}); plot each task alone")
+    plot_runs(data, metrics.pop(), png)
+    print(f"wrote {png}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m bebert.model.results", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -191,8 +211,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--model-name", help="name of the model in the rows (default from the run)")
     ap.add_argument("--update", type=Path, help="results file to add the rows to (written atomically)")
     ap.add_argument("--table", action="store_true", help="print the Markdown table of --update's rows")
+    ap.add_argument("--curves", nargs="+", metavar="PNG RUN",
+                    help="plot the training curves (dev and holdout, per member and ensemble) of the runs after "
+                         "PNG side by side into PNG, and exit")
     args = ap.parse_args(argv)
     try:
+        if args.curves:
+            return _curves(args.curves)
         rows = []
         if args.run:
             if not args.command:

@@ -104,3 +104,20 @@ def test_old_rows_are_normalized(tmp_path):
     (row,) = merge_rows(old, [])
     assert row["metric"] == "accuracy" and row["split"] == "dev" and "metric_name" not in row
     assert "| 70.00% | - |" in markdown_table(merge_rows(old, []))
+
+
+def test_training_curves_plot(tmp_path, capsys):
+    run = _run(tmp_path)
+    png = tmp_path / "c.png"
+    assert main(["--curves", str(png), str(run), str(run)]) == 0
+    assert png.read_bytes()[:4] == b"\x89PNG"
+    assert main(["--curves", str(png)]) == 2
+    assert "at least one run folder" in capsys.readouterr().err
+    assert main(["--curves", str(tmp_path / "c.txt"), str(run)]) == 2
+    assert "the PNG to write" in capsys.readouterr().err
+    other = tmp_path / "mrpc"
+    other.mkdir()
+    (other / "bebert.json").write_text(json.dumps({"kind": "student", "task": "MRPC", "train_config": {}}))
+    (other / "metrics.json").write_text(json.dumps([{"type": "member", "member": 0, "epoch": 1, "dev_f1": 0.5}]))
+    assert main(["--curves", str(png), str(run), str(other)]) == 2
+    assert "different metrics" in capsys.readouterr().err
