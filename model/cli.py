@@ -124,8 +124,10 @@ def add_train_parser(subparsers) -> argparse.ArgumentParser:
     g = p.add_argument_group("ensemble")
     g.add_argument("--members", type=int, default=None,
                    help="ensemble size (default: 1 for student, 2 for ensemble)")
-    g.add_argument("--ensemble", choices=("boost", "bag"), default="boost",
-                   help="boost: multi-class AdaBoost (SAMME); bag: bootstrap aggregation (default: %(default)s)")
+    g.add_argument("--ensemble", choices=("boost", "bag", "seeds"), default="boost",
+                   help="boost: multi-class AdaBoost (SAMME); bag: bootstrap aggregation; seeds: every member on all "
+                        "the data with its own seed (data order, dropout), equal weights: use with --member-init "
+                        "initial (default: %(default)s)")
     g.add_argument("--boost-sampling", choices=("resample", "reweight"), default="resample",
                    help="how members see the boosting weights: weighted resampling each epoch (BEBERT) or "
                         "weighted loss (default: %(default)s)")

@@ -92,7 +92,8 @@ class TrainConfig:
     members : int
         Ensemble size (1 trains a single student).
     ensemble : str
-        ``"boost"`` (SAMME) or ``"bag"``.
+        ``"boost"`` (SAMME), ``"bag"`` (bootstrap samples) or ``"seeds"`` (all the data, a seed per member:
+        data order and dropout; equal weights).
     boost_sampling : str
         ``"resample"`` (BEBERT) or ``"reweight"``.
     member_init : str
@@ -191,7 +192,7 @@ class TrainConfig:
         checks = {
             "kind": ("teacher", "student"),
             "backbone": BACKBONES,
-            "ensemble": ("boost", "bag"),
+            "ensemble": ("boost", "bag", "seeds"),
             "boost_sampling": ("resample", "reweight"),
             "member_init": ("previous", "initial"),
             "kd": KD_MODES,

@@ -323,3 +323,15 @@ def test_resume_accepts_a_state_written_before_a_field_existed(tmp_path, teacher
     del info["run_config"]["kd_teacher"]
     state.write_text(json.dumps(info))
     assert Trainer(cfg, log=lambda s: None).run()["done"]
+
+
+def test_seeds_only_ensemble(tmp_path, teacher):
+    # every member from the initial model on all the data, its own seed; equal weights
+    cfg = _student(tmp_path / "s", teacher, members=2, epochs=1, ensemble="seeds", member_init="initial")
+    result = Trainer(cfg, log=lambda s: None).run()
+    assert result["done"] and result["weights"] == [1.0, 1.0]
+    members, weights, meta = load_student(tmp_path / "s")
+    assert meta["ensemble"]["method"] == "seeds" and weights == [1.0, 1.0]
+    assert not torch.equal(members[0].classifier.weight, members[1].classifier.weight)
+    with pytest.raises(ValueError, match="ensemble must be one of"):
+        _student(tmp_path / "x", teacher, ensemble="vote")
