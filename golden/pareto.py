@@ -7,7 +7,7 @@ For every run folder (a ``bebert train`` student/ensemble checkpoint) or deploym
    held training rows out (``bebert train --holdout N``), on those held-out rows: data no run trained on
    or selected with,
 3. count the weight memory it needs: binary weights and the small integer vectors that must sit on chip,
-   and the binary word-embedding table (one row per token read per inference: it can stay off chip,
+   and the embedding tables (word and position: one row of each read per token, they can stay off chip,
    in SPI flash or SDRAM),
 4. run the accelerator's cycle model (:func:`bebert.golden.accelerator.expected_cycles`, within 2% of
    Verilator on the built configurations) at each preset (``bebert presets``) for a sequence of ``--n``
@@ -49,36 +49,36 @@ used as it is (it carries no holdout: only dev is scored). With -o, the plot goe
 
 
 # ------------------------------------------------------------------------------------------ memory
-def memory_bits(model, max_tokens: int) -> dict[str, int]:
-    """Bits of a deployment file's parameters, by where they must live.
+def memory_bits(model, max_tokens: int, p: int = 2, s: int = 32, word_bits: int = 16) -> dict[str, int]:
+    """Bits of a W1A1 deployment file's parameters as the accelerator stores them
+    (:func:`bebert.golden.accelerator.record_bits`, no padding to memory words), by where they must live.
 
     ``binary``: the binary weight matrices of every linear (encoder and pooler) of every member;
-    ``vectors``: the integer vectors beside them (scales, biases, thresholds, polarities, LayerNorm,
-    classifier, token-type table, the position table's first ``max_tokens`` rows, tanh table, ensemble
-    weights) at their stored widths; ``onchip`` = binary + vectors; ``word_table``: the binary word
-    embeddings and their row scales, which an inference reads one row per token (can stay off chip).
+    ``vectors``: what the accelerator keeps beside them: the threshold records (``acc_width`` bits and a
+    polarity per channel of the sign-output layers: Q, K, V, FFN in), the scale/bias/LayerNorm records of
+    the attention-output and FFN-output layers, the pooler's scale and bias, the classifier, the
+    embedding LayerNorm and token-type table, the tanh table and the ensemble weights; ``onchip`` =
+    binary + vectors; ``tables``: the embedding tables an inference reads one row per token (the binary
+    word embeddings with their row scales, and the position table's first ``max_tokens`` rows), which can
+    stay off chip (SPI flash or SDRAM: ``n`` rows per sequence). ``p``, ``s``, ``word_bits``: the engine
+    (the threshold records hold ``p`` channels each).
     """
-    fmt_bits = {k: int(getattr(v, "bits", 16)) for k, v in dict(model.fmt).items()}
-    vec_bits = max(fmt_bits.values()) if fmt_bits else 16
-    d = model.dims
-    binary = vectors = word = 0
-    for name, arr in model.tensors.items():
-        a = np.asarray(arr)
-        if name.endswith(".bits"):  # sign bits, packed 64 to a word (rows padded): count the real ones
-            bits = a.shape[0] * (d["ffn_size"] if name.endswith("ffn_out.bits") else d["hidden_size"])
-            if name.endswith(".emb.word.bits"):
-                word += bits
-            else:
-                binary += bits
-        elif name.endswith(".emb.word.scale"):
-            word += a.size * vec_bits
-        elif name.endswith(".pol"):
-            vectors += a.size
-        elif name.endswith(".emb.position"):
-            vectors += min(a.shape[0], max_tokens) * a.shape[1] * vec_bits
-        else:
-            vectors += a.size * vec_bits
-    return {"binary": int(binary), "vectors": int(vectors), "onchip": int(binary + vectors), "word_table": int(word)}
+    from .accelerator import AccelSpec, record_bits
+
+    spec = AccelSpec.from_int_model(model, p, s, word_bits)
+    rb = {k: sum(v) for k, v in record_bits(spec).items()}
+    f, h, ff = spec.fmt, spec.hidden, spec.ffn
+    emb = f["embedding"].bits
+    binary = spec.layers * (4 * h * h + 2 * h * ff) + h * h
+    vectors = (spec.layers * (spec.groups * rb["thr"] + 2 * h * rb["vec"])
+               + h * (rb["pooler"] - h)
+               + spec.labels * h * f["classifier_weight"].bits + spec.labels * f["bias"].bits
+               + h * rb["emb_ln"] + spec.types * h * emb)
+    tables = spec.vocab * rb["word"] + min(spec.max_len, max_tokens) * h * emb
+    m = spec.members
+    header = spec.tanh_len * f["pooler"].bits + m * f["ensemble_weight"].bits
+    return {"binary": m * binary, "vectors": m * vectors + header, "onchip": m * (binary + vectors) + header,
+            "tables": m * tables}
 
 
 def pareto_flags(points: list[tuple[float, float]]) -> list[bool]:
@@ -173,12 +173,13 @@ def evaluate_run(source: str | Path, export_dir: Path, presets: list[str], n: in
     row["presets"] = {}
     for name in presets:
         pr = get_preset(name)
-        mem = memory_bits(model, pr.max_tokens)
-        entry: dict[str, Any] = {"onchip_kbit": round(mem["onchip"] / 1024, 1),
-                                 "binary_kbit": round(mem["binary"] / 1024, 1),
-                                 "word_table_kbit": round(mem["word_table"] / 1024, 1),
-                                 "budget_kbit": pr.onchip_kbit or None,
-                                 "fits": (mem["onchip"] <= pr.onchip_kbit * 1024) if pr.onchip_kbit else None}
+        entry: dict[str, Any] = {"onchip_kbit": None, "binary_kbit": None, "tables_kbit": None,
+                                 "budget_kbit": pr.onchip_kbit or None, "fits": None}
+        if backbone == "w1a1":
+            mem = memory_bits(model, pr.max_tokens, pr.p, pr.s, pr.word_bits)
+            entry.update(onchip_kbit=round(mem["onchip"] / 1024, 1), binary_kbit=round(mem["binary"] / 1024, 1),
+                         tables_kbit=round(mem["tables"] / 1024, 1),
+                         fits=(mem["onchip"] <= pr.onchip_kbit * 1024) if pr.onchip_kbit else None)
         bench_key = next(k for k, v in BENCH.items() if v["name"] == name)
         if backbone != "w1a1":
             entry.update(cycles=None, ms=None, why="the accelerator runs W1A1 only (W1A4: issue 15)")
@@ -222,7 +223,7 @@ def markdown(result: dict[str, Any], plot_rel: str | None = None) -> str:
              f"bit) on dev and on the training rows each run held out (never trained on or selected with). Cycles: "
              f"the accelerator's cycle model for one sequence of n = {result['n']} tokens. `fits`: the on-chip part "
              f"of the weights (binary matrices and the integer vectors beside them) within the part's block RAM "
-             f"(the word-embedding table, one row read per token, stays off chip). **P** marks the Pareto-optimal "
+             f"(the word and position embedding tables, one row of each read per token, stay off chip). **P** marks the Pareto-optimal "
              f"rows of a preset (fitting rows of one task, cycles against dev).", ""]
     head = "| run | task | backbone | members | H/L/F | dev | holdout |"
     sep = "|---|---|---|---|---|---|---|"
@@ -240,7 +241,8 @@ def markdown(result: dict[str, Any], plot_rel: str | None = None) -> str:
             mark = " **P**" if e.get("pareto") else ""
             cyc = f"{e['cycles']:,}{mark}" if e.get("cycles") is not None else f"- ({e.get('why')})"
             ms = f"{e['ms']:.3f}" if e.get("ms") is not None else "-"
-            line += f" {e['onchip_kbit']:,.0f}{fit} | {cyc} | {ms} |"
+            kbit = "-" if e["onchip_kbit"] is None else f"{e['onchip_kbit']:,.0f}{fit}"
+            line += f" {kbit} | {cyc} | {ms} |"
         lines.append(line)
     lines += ["", "Clocks: " + "; ".join(
         f"`{name}` {e['clock_mhz']:g} MHz ({e['clock_source']})" for name in presets

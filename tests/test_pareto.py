@@ -25,20 +25,30 @@ def test_pareto_flags():
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_memory_bits_count_every_parameter(tmp_path, seed):
     rng = np.random.default_rng(seed)
-    heads = int(rng.integers(1, 4))
-    h = heads * int(rng.choice([8, 16, 24]))
-    f, layers, members = int(rng.choice([32, 48, 96])), int(rng.integers(1, 3)), int(rng.integers(1, 4))
+    heads = int(rng.integers(1, 3))
+    h = heads * 32
+    f, layers, members = int(rng.choice([64, 96])), int(rng.integers(1, 3)), int(rng.integers(1, 4))
     dims = dict(vocab_size=int(rng.integers(40, 90)), hidden_size=h, num_layers=layers, num_heads=heads, ffn_size=f,
                 max_len=int(rng.integers(20, 40)), num_labels=2)
     model = load_int_model(export_random(tmp_path / "m.safetensors", dims, members, seed))
+    p = int(rng.choice([2, 4, 8]))
     for max_tokens in (8, 1000):
-        mem = memory_bits(model, max_tokens)
+        mem = memory_bits(model, max_tokens, p, 32, 16)
         # binary: Q, K, V, attention output (H x H), FFN in (F x H) and out (H x F) per layer, the pooler (H x H)
         assert mem["binary"] == members * (layers * (4 * h * h + 2 * h * f) + h * h)
         positions = min(max_tokens, dims["max_len"])  # only the position rows a sequence can use
         assert mem["tables"] == members * (dims["vocab_size"] * (h + 16) + positions * h * 16)
         assert mem["onchip"] == mem["binary"] + mem["vectors"]
-    assert memory_bits(model, 1000)["vectors"] == memory_bits(model, 8)["vectors"] > 0
+    assert memory_bits(model, 1000, p)["vectors"] == memory_bits(model, 8, p)["vectors"] > 0
+    # vectors: per layer a threshold (acc_width bits) and a polarity bit per channel of Q, K, V and FFN in, and
+    # scale, bias, gamma, beta (16 bits each) per channel of the attention and FFN outputs; the pooler's scale and
+    # bias, the classifier (2 x H weights, 2 biases), the embedding LayerNorm and the 2 token-type rows; the tanh
+    # table and one ensemble weight per member
+    acc = h.bit_length() + 1
+    per_member = (layers * ((3 * h + f) * (acc + 1) + 2 * h * 64) + h * 32 + 2 * h * 16 + 2 * 16 + h * 32
+                  + 2 * h * 16)
+    tanh = np.asarray(model.tensors["tanh.table"]).size
+    assert memory_bits(model, 8, p)["vectors"] == members * per_member + tanh * 16 + members * 16
 
 
 def test_tiny_preset_is_registered_for_the_cycle_model():
