@@ -222,8 +222,10 @@ def markdown(result: dict[str, Any], plot_rel: str | None = None) -> str:
              f"Made by `{result['command']}`. Accuracy is the golden model's (the accelerator's arithmetic, bit for "
              f"bit) on dev and on the training rows each run held out (never trained on or selected with). Cycles: "
              f"the accelerator's cycle model for one sequence of n = {result['n']} tokens. `fits`: the on-chip part "
-             f"of the weights (binary matrices and the integer vectors beside them) within the part's block RAM "
-             f"(the word and position embedding tables, one row of each read per token, stay off chip). **P** marks the Pareto-optimal "
+             f"of the weights (binary matrices and the integer vectors beside them) within the on-chip memory the "
+             f"preset leaves for weights (`bebert presets`: the part's block RAM less what the built design's "
+             f"buffers take); the word and position embedding tables, one row of each read per token, stay off "
+             f"chip. **P** marks the Pareto-optimal "
              f"rows of a preset (fitting rows of one task, cycles against dev).", ""]
     head = "| run | task | backbone | members | H/L/F | dev | holdout |"
     sep = "|---|---|---|---|---|---|---|"
@@ -249,7 +251,7 @@ def markdown(result: dict[str, Any], plot_rel: str | None = None) -> str:
         for e in [next((r["presets"][name] for r in result["rows"] if r["presets"][name].get("clock_mhz")), None)]
         if e) + ". An assumed clock is the preset's goal, not a measurement.", ""]
     budgets = {name: next((r["presets"][name]["budget_kbit"] for r in result["rows"]), None) for name in presets}
-    lines += ["On-chip weight memory of the parts: " + "; ".join(
+    lines += ["On-chip memory for weights: " + "; ".join(
         f"`{k}` {v:,} Kbit" if v else f"`{k}` weights off chip" for k, v in budgets.items()) + ".", ""]
     if plot_rel:
         lines += [f"![accuracy against latency]({plot_rel})", ""]

@@ -32,7 +32,8 @@ class Preset:
     built: bool            # the preset's memory system exists in RTL (sim and synth run it)
     what: str
     clock_mhz: float = 125.0   # clock assumed where no post-route Fmax is measured (the preset's goal)
-    onchip_kbit: int = 0       # on-chip memory of the part for weights (EBR + SPRAM, Kbit; 0: weights off chip)
+    onchip_kbit: int = 0       # on-chip memory left for weights (Kbit; 0: weights off chip): see the presets' text
+    model: str = ""            # the shipped deployment file sized for the preset (relative to the repository)
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -42,19 +43,24 @@ PRESETS: dict[str, Preset] = {p.name: p for p in (
     Preset("demo-ecp5", "LFE5U-85F", p=2, s=32, lanes=2, prefetch=4096, word_bits=16, bits_per_cycle=12.8, latency=8,
            max_tokens=16, weights="streamed from a memory port at the ULX3S SDRAM's rate", built=True,
            what="the shipped demo configuration: 2 lanes of P x S = 2 x 32, 4096-word weight prefetch per lane, "
-                "16-bit words at 12.8 bits/cycle (the ULX3S SDRAM), read latency 8"),
+                "16-bit words at 12.8 bits/cycle (the ULX3S SDRAM), read latency 8",
+           model="checkpoints/sst2-bebert-w1a1-m2.safetensors"),
     Preset("edge-ecp5", "LFE5U-85F", p=32, s=128, lanes=2, prefetch=4096, word_bits=4096, bits_per_cycle=8192.0,
            latency=2, max_tokens=128, weights="on chip (EBR), one 4096-bit tile per lane per cycle", built=False,
            what="target: 2 lanes of P x S = 32 x 128 (4096 XNOR-popcount bits per lane), weights on chip: not built "
-                "(no on-chip weight store yet, and the shipped ensemble's 21.6 Mbit of weights would not fit the "
-                "LFE5U-85F's 3.8 Mbit of block RAM: it needs the narrow students of issue 16)",
-           clock_mhz=125.0, onchip_kbit=208 * 18),
+                "(no on-chip weight store yet). Weights get the LFE5U-85F's 208 EBR (3,744 Kbit) less the 92 EBR that "
+                "the built design's buffers take (demo-ecp5, placed: 1,656 Kbit; at 128 tokens they can only grow): "
+                "2,088 Kbit, which holds a 256/2 student or a pair of 128/2 or 128/4 students but not the 256/2 pair "
+                "(3,511 Kbit) nor the full-width ensemble (21.6 Mbit); the word and position tables are read per "
+                "token from off-chip memory (bebert pareto)",
+           clock_mhz=125.0, onchip_kbit=(208 - 92) * 18, model="checkpoints/sst2-w1a1-h256-l2-m1.safetensors"),
     Preset("tiny-ice40", "iCE40UP5K", p=2, s=32, lanes=1, prefetch=0, word_bits=64, bits_per_cycle=64.0,
            latency=2, max_tokens=64, weights="on chip (SPRAM), 64 bits per cycle from the four 16-bit SPRAMs",
-           built=False, clock_mhz=40.0, onchip_kbit=4 * 256 + 30 * 4,
-           what="target: one lane of P x S = 2 x 32 fed at 64 bits/cycle by the UP5K's four SPRAMs (1 Mbit: a "
-                "BERT-tiny-shaped student, members in turn), 40 MHz assumed: not built (no iCE40 top, and the "
-                "design's logic is several times the UP5K's 5,280 LUT4)"),
+           built=False, clock_mhz=40.0, onchip_kbit=4 * 256, model="checkpoints/sst2-w1a1-h128-l2-m2.safetensors",
+           what="target: one lane of P x S = 2 x 32 fed at 64 bits/cycle by the UP5K's four SPRAMs, which hold the "
+                "weights (1,024 Kbit: a pair of 128/2 students, members in turn; the 120 Kbit of EBR left for "
+                "buffers), 40 MHz assumed: not built (no iCE40 top, and the design's logic is several times the "
+                "UP5K's 5,280 LUT4)"),
 )}
 
 #: The hardware options a preset sets (argparse ``dest`` names); where no preset is named, :func:`apply` takes
@@ -118,5 +124,5 @@ def _run(args) -> int:
     print(table())
     print()
     for p in PRESETS.values():
-        print(f"{p.name}: {p.what}.")
+        print(f"{p.name}: {p.what}." + (f" Model sized for it: {p.model}." if p.model else ""))
     return 0

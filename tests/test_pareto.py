@@ -56,7 +56,7 @@ def test_tiny_preset_is_registered_for_the_cycle_model():
     from bebert.golden.bench_cli import preset_clock
 
     tiny = PRESETS["tiny-ice40"]
-    assert tiny.device == "iCE40UP5K" and not tiny.built and tiny.onchip_kbit == 1144
+    assert tiny.device == "iCE40UP5K" and not tiny.built and tiny.onchip_kbit == 1024
     assert preset_clock("tiny", None) == (40.0, "assumed")
     assert BENCH["tiny"]["name"] == "tiny-ice40" and BENCH["tiny"]["bits_per_cycle"] == tiny.bits_per_cycle
 
