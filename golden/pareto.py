@@ -43,7 +43,8 @@ examples:
   bebert pareto checkpoints/sst2-bebert-w1a1-m2.safetensors --presets demo-ecp5 --n 32
 
 A run folder is exported first (into --export-dir, default a temporary folder); a deployment file is
-used as it is (it carries no holdout: only dev is scored). With -o, the plot goes beside the JSON
+used as it is, with the training options of the run it was exported from where that folder is still
+here (its data folder and holdout), else only dev is scored (--data-dir). With -o, the plot goes beside the JSON
 (<stem>.png) unless --plot says where.
 """
 
@@ -145,7 +146,13 @@ def evaluate_run(source: str | Path, export_dir: Path, presets: list[str], n: in
         raise FileNotFoundError(f"{source}: no such run folder or deployment file")
     model = load_int_model(path)
     meta = model.meta
-    task = get_task(meta.get("task") or tc.get("task") or "")
+    run = Path(str(meta.get("source", "")))
+    if not tc and meta.get("source") and (run / "bebert.json").is_file():
+        # a deployment file exported from a run that is still here: its data folder, dev rows and holdout
+        tc = _run_info(run).get("train_config", {})
+    if not (meta.get("task") or tc.get("task")):
+        raise ValueError(f"{source} does not record its task (a deployment file exported from a training run does)")
+    task = get_task(meta.get("task") or tc.get("task"))
     data_dir = data_dir or tc.get("data_dir")
     if not data_dir:
         raise ValueError(f"{source} does not record its data folder; pass --data-dir")

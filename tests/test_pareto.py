@@ -125,3 +125,22 @@ def test_export_first_members(tmp_path, tiny_run, capsys):
     assert main(["export", str(tiny_run), "-o", str(tmp_path / "m3.safetensors"), "--members", "3"]) == 2
     assert "has 2 member(s); cannot export the first 3" in capsys.readouterr().err
     assert not (tmp_path / "m3.safetensors").exists()
+
+
+def test_pareto_on_deployment_files(tmp_path, tiny_run, capsys):
+    # exported from a run that is still here: scored on its dev rows and holdout; a file without one: dev only,
+    # and it needs --data-dir
+    f = tmp_path / "m.safetensors"
+    assert main(["export", str(tiny_run), "-o", str(f), "--members", "1"]) == 0
+    out = tmp_path / "p.json"
+    assert main(["pareto", str(f), "--n", "16", "--presets", "tiny-ice40", "-o", str(out), "--no-progress"]) == 0
+    (row,) = json.loads(out.read_text())["rows"]
+    member0 = [r for r in json.loads((tiny_run / "metrics.json").read_text())
+               if r["type"] == "member" and r["member"] == 0][-1]
+    assert row["holdout_rows"] == 12 and row["holdout_metric"] == member0["holdout_acc"]
+    assert row["source"] == str(f) and row["members"] == 1
+    lone = tmp_path / "lone.safetensors"
+    export_random(lone, dict(vocab_size=30522, hidden_size=32, num_layers=1, num_heads=1, ffn_size=64, max_len=32,
+                             num_labels=2), 1, 0)
+    assert main(["pareto", str(lone), "--no-progress"]) == 1
+    assert "does not record its task" in capsys.readouterr().err
