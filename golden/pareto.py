@@ -299,7 +299,8 @@ def plot(result: dict[str, Any], path: Path) -> None:
     ax.set_ylabel("dev metric (golden model)")
     ax.set_title("bebert pareto: accuracy against latency (hollow: weights do not fit on chip)", fontsize=9)
     ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=8)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=8)
     fig.tight_layout()
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=120)
