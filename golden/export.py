@@ -318,14 +318,13 @@ def export_checkpoint(checkpoint: str | os.PathLike, output: str | os.PathLike,
 
     from .format import load_int_model
 
-    all_members, weights, meta = load_student(checkpoint, "cpu")
+    nets, weights, meta = load_student(checkpoint, "cpu")
     if members is not None:
-        if not 1 <= members <= len(all_members):
-            raise ValueError(f"{checkpoint} has {len(all_members)} member(s); cannot export the first {members}")
-        all_members, weights = all_members[:members], weights[:members]
-    members = all_members
+        if not 1 <= members <= len(nets):
+            raise ValueError(f"{checkpoint} has {len(nets)} member(s); cannot export the first {members}")
+        nets, weights = nets[:members], weights[:members]
     meta = dict(meta)
     meta["source"] = str(Path(checkpoint))
-    tensors, out_meta = export_members(members, weights, meta)
+    tensors, out_meta = export_members(nets, weights, meta)
     save_int_model(output, tensors, out_meta)
     return load_int_model(output).summary()

@@ -108,14 +108,14 @@ def _members_of(run: Path) -> int | None:
         return None  # evaluate_run says what is wrong with the folder
 
 
-def _score(model, path, task, data_dir, split, rows=None, progress=False, max_examples=None) -> tuple[dict[str, float], int]:
+def _score(golden, path, task, data_dir, split, rows=None, progress=False, max_examples=None) -> tuple[dict[str, float], int]:
+    """``(metrics, rows scored)`` of one split by ``golden`` (a GoldenModel of the file at ``path``)."""
     from bebert.model.metrics import compute_metrics
 
     from .evaluate import golden_logits, load_eval_data
-    from .infer import GoldenModel
 
-    spec, ds = load_eval_data(model, path, task, data_dir, split, max_examples=max_examples, rows=rows)
-    logits, _ = golden_logits(GoldenModel(model), ds, 64, progress)
+    spec, ds = load_eval_data(golden.model, path, task, data_dir, split, max_examples=max_examples, rows=rows)
+    logits, _ = golden_logits(golden, ds, 64, progress)
     return compute_metrics(spec.metrics, logits.argmax(-1), ds.labels.numpy()), len(ds)
 
 
@@ -131,6 +131,7 @@ def evaluate_run(source: str | Path, export_dir: Path, presets: list[str], n: in
     from .bench_cli import _cycle_row
     from .export import export_checkpoint
     from .format import load_int_model
+    from .infer import GoldenModel
 
     source = Path(source)
     tc: dict[str, Any] = {}
@@ -166,8 +167,9 @@ def evaluate_run(source: str | Path, export_dir: Path, presets: list[str], n: in
         "shape": {"hidden": d["hidden_size"], "layers": d["num_layers"], "ffn": d["ffn_size"], "heads": d["num_heads"]},
         "metric": key,
     }
+    golden = GoldenModel(model)  # one for both splits
     # the dev rows the run scored (all, unless it was trained with --max-eval-examples)
-    dev, row["dev_rows"] = _score(model, path, task.name, data_dir, "dev", progress=progress,
+    dev, row["dev_rows"] = _score(golden, path, task.name, data_dir, "dev", progress=progress,
                                   max_examples=tc.get("max_eval_examples"))
     row["dev"] = dev
     row["dev_metric"] = dev[key]
@@ -175,7 +177,7 @@ def evaluate_run(source: str | Path, export_dir: Path, presets: list[str], n: in
     if tc.get("holdout"):
         n_train = len(read_examples(task, split_path(task, data_dir, "train"), tc.get("max_train_examples")))
         _, held = holdout_split(n_train, int(tc["holdout"]))
-        ho, row["holdout_rows"] = _score(model, path, task.name, data_dir, "train", rows=held, progress=progress)
+        ho, row["holdout_rows"] = _score(golden, path, task.name, data_dir, "train", rows=held, progress=progress)
         row["holdout"], row["holdout_metric"] = ho, ho[key]
     row["presets"] = {}
     for name in presets:
