@@ -257,8 +257,9 @@ def expected_cycles(spec: AccelSpec, n: int, bits_per_cycle: float, latency: int
       word pairs; channel ``c`` of a token enters the vector unit when its pair is in; the vector unit's
       recurrence of :func:`bebert.golden.linear_vector.expected_cycles` (pass 1, the statistics engine's
       worst case, pass 2, two banks) gives when the last LayerNorm output is written;
-    - per layer ``l``: the load (threshold and vector records through the reader, ``n*H`` input beats
-      replayed meanwhile), then :func:`bebert.golden.encoder.expected_cycles`;
+    - per layer ``l``: the load (threshold and vector records through the reader; for the first layer the
+      ``n*H`` input beats replayed meanwhile, later layers run on the previous output in place), then
+      :func:`bebert.golden.encoder.expected_cycles`;
     - ``head``: ``H`` pooler records; ``H`` one-word tanh look-ups (one command per 2 cycles at most), the
       ``L*H`` classifier codes, ``L`` biases and the ensemble weight back to back (consumed as they come,
       one MAC per cycle); ``L`` output beats;
@@ -285,8 +286,8 @@ def expected_cycles(spec: AccelSpec, n: int, bits_per_cycle: float, latency: int
         res["embed"] += one["embed"]
         res["head"] += one["head"] + (k - 1) * spec.labels
         for li in range(spec.layers):
-            res[f"layer{li}"] += one["layer"]
-        res["load"] += spec.layers * one["load"]
+            res[f"layer{li}"] += one["layer0" if li == 0 else "layer"]
+        res["load"] += one["load0"] + (spec.layers - 1) * one["load"]
     total = sum(v for key, v in res.items() if key != "load")
     if detail:
         return dict(res, total=total)
@@ -320,9 +321,11 @@ def _member_cycles(spec, lay, n, bits_per_cycle, latency, *, kb, pe_latency, fet
                                word_bits=spec.word_bits, kb=kb, pe_latency=pe_latency, fetch_depth=fetch_depth,
                                stats_cycles=stats_cycles, vector_latency=vector_latency,
                                attn_latency=attn_latency, prefetch=prefetch) + OVERHEAD["run"]
-    load = max(stream(spec.groups * lay["wpr_thr"] + 2 * h * lay["wpr_vec"]), n * h) + OVERHEAD["load"]
+    records = stream(spec.groups * lay["wpr_thr"] + 2 * h * lay["wpr_vec"])
+    load0 = max(records, n * h) + OVERHEAD["load"]       # the first layer: its input replayed meanwhile
+    load = records + OVERHEAD["load"]                     # later layers run on the previous output in place
     lab = spec.labels
     head = (stream(h * lay["wpr_pooler"]) + latency + 2 + (h - 1) * max(pace, 2) + (lab * h + lab + 1) * pace
             + lab + OVERHEAD["head"])
-    return {"embed": math.ceil(embed), "head": math.ceil(head), "layer": math.ceil(load + run),
-            "load": math.ceil(load)}
+    return {"embed": math.ceil(embed), "head": math.ceil(head), "layer0": math.ceil(load0 + run),
+            "layer": math.ceil(load + run), "load0": math.ceil(load0), "load": math.ceil(load)}

@@ -218,10 +218,10 @@ def expected_cycles(n: int, hidden: int, heads: int, ffn: int, p: int, s: int, b
       :func:`bebert.golden.linear_vector.expected_cycles` ``(n, H, H)`` (its output packs the
       FFN1 activations and the residual buffer on the fly);
     - ``ffn_in``: :func:`bebert.golden.linear.expected_cycles` ``(n, H, F)`` (its thresholds were
-      copied during ``attn_out``); the residual replay (``n*H``) and the ``ffn_out`` vector table
-      (``H``) run meanwhile;
+      copied during ``attn_out``); the ``ffn_out`` vector table (``H``) is copied meanwhile (the
+      residual needs no copy: the op's outputs are written back over its residual buffer);
     - ``ffn_out``: the FFN bits into the op's activation buffer (``n * ceil(F/S)``, after the
-      residual replay if that is still running), then :func:`bebert.golden.linear_vector.expected_cycles`
+      table copy if that is still running), then :func:`bebert.golden.linear_vector.expected_cycles`
       ``(n, F, H)``;
 
     each plus :data:`SEQ_OVERHEAD`. The linear + vector model takes the statistics engine's worst
@@ -246,8 +246,8 @@ def expected_cycles(n: int, hidden: int, heads: int, ffn: int, p: int, s: int, b
     }
     fi = _linear.expected_cycles(n, hidden, ffn, p, s, bits_per_cycle, latency, **lin)
     ops["ffn_in"] = fi
-    replay = max(n * hidden, hidden) + SEQ_OVERHEAD["ffn_in"] + 2
-    ops["ffn_out"] = max(n * ff, replay - fi - SEQ_OVERHEAD["ffn_in"]) + \
+    table = hidden + SEQ_OVERHEAD["ffn_in"] + 2      # the ffn_out vector table's copy, during ffn_in
+    ops["ffn_out"] = max(n * ff, table - fi - SEQ_OVERHEAD["ffn_in"]) + \
         _lv.expected_cycles(n, ffn, hidden, p, s, bits_per_cycle, latency, **vec)
     ops = {k: math.ceil(v) + SEQ_OVERHEAD[k] for k, v in ops.items()}
     total = sum(ops.values())

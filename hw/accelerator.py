@@ -97,7 +97,8 @@ class Accelerator(wiring.Component):
       into the activation buffer (``max_tokens * H`` codes).
     - **layer l** (the lane's :class:`~bebert.hw.encoder.EncoderLayer`, reused for every layer and member): the
       layer's threshold records into its ``t_stream`` and vector records into its ``p_stream``, the
-      activation buffer replayed into its ``i_stream``, then its command (``keys = length``: the padding
+      activation buffer replayed into its ``i_stream`` (the first layer only: a later layer runs on the
+      previous one's output where the encoder layer left it), then its command (``keys = length``: the padding
       after the real tokens is masked) on the layer's weights; its output goes back into the activation
       buffer, token 0's sign bits into the pooler input register.
     - **head**: ``H`` pooler records (row bits, scale, bias): XNOR popcount with token 0's bits, scale and
@@ -547,10 +548,11 @@ class Accelerator(wiring.Component):
             m.d.sync += mbase.eq(lay["members"] + e * lay["member_words"])
         with m.Elif(ev["round"]):
             m.d.sync += mbase.eq(mbase + E * lay["member_words"])
+        first = sig(1, "first")       # the member's first layer: the only one whose input is replayed
         with m.If(ev["layer0"]):
-            m.d.sync += lbase.eq(mbase + lay["layers"])
+            m.d.sync += [lbase.eq(mbase + lay["layers"]), first.eq(1)]
         with m.Elif(ev["layer"]):
-            m.d.sync += lbase.eq(lbase + lay["layer_words"])
+            m.d.sync += [lbase.eq(lbase + lay["layer_words"]), first.eq(0)]
 
         rq = sig(range(8), "rq")                          # reader command step within a phase
         tq_i = sig(range(max(mt, h) + 1), "tq_i")        # token / channel of the command step
@@ -662,7 +664,8 @@ class Accelerator(wiring.Component):
             with m.Switch(rq):
                 with m.Case(0):
                     go(lbase + lay["thr"], gq * lay["wpr_thr"], lay["wpr_thr"])
-                    m.d.comb += replay.start.eq(started)
+                    # later layers run on the previous one's output, left in place in the encoder layer
+                    m.d.comb += replay.start.eq(started & first)
                     with m.If(started):
                         m.d.sync += rq.eq(1)
                 with m.Case(1):

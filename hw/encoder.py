@@ -163,20 +163,26 @@ class EncoderLayer(wiring.Component):
     - the bit buffer (``max_tokens`` words of ``max(ceil(3H/P), ceil(F/P)) * P`` bits, written
       ``P`` bits per engine beat): the Q/K/V bits, later the FFN1 bits of token ``t`` in word ``t``;
     - the context buffer (``max_tokens`` words of ``H`` bits, written ``d`` bits per attention row);
-    - the residual buffer (``max_tokens * H`` codes): the ``attn_ln`` output, replayed as the
-      ``ffn_out`` residual;
+    - the residual codes live in the linear + vector op's own buffer, which each of its commands
+      overwrites with its output (the ``attn_ln`` output is the ``ffn_out`` residual in place, the
+      ``ffn_ln`` output the next layer's ``attn_out`` residual): no copy between the ops;
     - the threshold table (``ceil(3H/P) + ceil(F/P)`` groups) and the vector tables (``2H``
       entries), copied into the ops before their commands.
 
     Sequencer (one command; the counters' op names in brackets): [qkv] copy the Q/K/V thresholds
     into the engine, engine command ``(n, H, 3H)`` -> bit buffer; [attention] per head, ``n`` K/V
     beats (key ``j`` masked for ``j >= keys``) then ``n`` queries -> context buffer; [attn_out]
-    context bits into the linear + vector op, its command ``(n, H, H)``; its output goes into the
-    residual buffer and, packed into ``S``-bit words, into the engine's activation buffer (the FFN1
-    input) as it streams; meanwhile the FFN1 thresholds go into the engine; [ffn_in] engine command
-    ``(n, H, F)`` -> bit buffer, meanwhile the ``ffn_out`` table and the residual replay go into the
-    linear + vector op; [ffn_out] FFN bits into the op, its command ``(n, F, H)``, its output out on
-    ``o_stream``. The ops run one at a time; the single memory port goes to the engine or to the
+    context bits into the linear + vector op, its command ``(n, H, H)``; its output bits, packed into
+    ``S``-bit words, go into the engine's activation buffer (the FFN1 input) as they stream; meanwhile the
+    FFN1 thresholds go into the engine; [ffn_in] engine command ``(n, H, F)`` -> bit buffer, meanwhile the
+    ``ffn_out`` table goes into the linear + vector op; [ffn_out] FFN bits into the op, its command
+    ``(n, F, H)``, its output out on ``o_stream`` and its bits packed into the engine's activation buffer
+    (the next layer's Q/K/V input).
+
+    **Layers back to back without a load**: after a command, the engine's activation buffer holds the
+    output's sign bits and the op's residual buffer its codes, so a next command (same ``tokens``, the next
+    layer's weights and tables) given with no ``i_stream`` load runs the next layer on this one's output;
+    the accelerator loads only the first layer of a member. The ops run one at a time; the single memory port goes to the engine or to the
     linear + vector op, whichever runs (an op's fetches are all answered before its last output,
     so the switch never splits a transaction).
 
@@ -186,7 +192,8 @@ class EncoderLayer(wiring.Component):
         The layer input before the command: ``n*H`` residual codes, token major (beat ``t*H + c``),
         ``last`` on the final one. The sign bits (``x >= 0``) are packed on the fly into the
         engine's activation buffer (the Q/K/V input); the codes go into the linear + vector op's
-        residual buffer (the ``attn_out`` residual). Ready only while no command runs.
+        residual buffer (the ``attn_out`` residual). Ready only while no command runs. Optional after a
+        command: without a load the next command takes that command's output as its input.
     t_stream : In(:class:`bebert.hw.threshold.ThresholdLoad`)
         The threshold table before the command: group ``addr`` of ``ceil(3H/P)`` Q/K/V groups then
         ``ceil(F/P)`` FFN1 groups (:func:`bebert.golden.encoder.threshold_table`); ``last`` ignored.
@@ -346,14 +353,12 @@ class EncoderLayer(wiring.Component):
         m.submodules.cbuf = cbuf = Memory(shape=unsigned(wc_), depth=mt * cc_, init=[])
         m.submodules.bacc = bacc = Memory(shape=unsigned(wb_), depth=mt, init=[])
         m.submodules.cacc = cacc = Memory(shape=unsigned(wc_), depth=mt, init=[])
-        m.submodules.rbuf = rbuf = Memory(shape=signed(self._fmts.layernorm.bits), depth=mt * h, init=[])
         m.submodules.tbl = tbl = Memory(shape=ThresholdEntry(p, eng.acc_width), depth=gq + gf, init=[])
         m.submodules.vtbl = vtbl = Memory(shape=_VectorEntry(self._fmts), depth=2 * h, init=[])
         b_wr, b_rd, b_rv = bbuf.write_port(), bbuf.read_port(), bbuf.read_port()
         c_wr, c_rd = cbuf.write_port(), cbuf.read_port()
         ba_wr, ba_rd = bacc.write_port(), bacc.read_port(domain="comb")
         ca_wr, ca_rd = cacc.write_port(), cacc.read_port(domain="comb")
-        r_wr, r_rd = rbuf.write_port(), rbuf.read_port()
         t_wr, t_rd = tbl.write_port(), tbl.read_port()
         v_wr, v_rd = vtbl.write_port(), vtbl.read_port()
 
@@ -414,7 +419,6 @@ class EncoderLayer(wiring.Component):
             self.vo_stream.valid.eq(lv.vo_stream.valid), self.vo_stream.payload.eq(lv.vo_stream.payload),
             lv.vo_stream.ready.eq(self.vo_stream.ready),
         ]
-        rcopy = _Copy(m, "rcopy", cmd.tokens, mt, h, h, lv.r_stream.ready)
         # x copy: a bit buffer (context or FFN bits) into the linear + vector op's activations
         x_sel = Signal()           # 0: context buffer (H bits), 1: bit buffer (FFN bits)
         x_cnt = Signal(range(max(fh, ff) + 1))
@@ -498,31 +502,26 @@ class EncoderLayer(wiring.Component):
         m.d.comb += in_empty.eq(in_q.r_level == 0)
         m.d.comb += [
             ins.ready.eq(idle & pk_ready & lv.r_stream.ready),
-            lv.r_stream.valid.eq(Mux(idle, ins.valid & pk_ready, rcopy.b_valid)),
-            lv.r_stream.payload.x.eq(Mux(idle, ins.payload.x, r_rd.data)),
-            lv.r_stream.payload.last.eq(Mux(idle, ins.payload.last, rcopy.b_last)),
-            r_rd.addr.eq(rcopy.lin), r_rd.en.eq(rcopy.advance),
+            lv.r_stream.valid.eq(idle & ins.valid & pk_ready),
+            lv.r_stream.payload.x.eq(ins.payload.x),
+            lv.r_stream.payload.last.eq(ins.payload.last),
         ]
         # the linear + vector op's output through a three-entry FIFO with registered outputs (amaranth's
         # SyncFIFOBuffered): no combinational path from the op's pipeline through the bit packer, the engine's
         # activation load and the phase logic back into it (it was the whole design's critical path, 22.7 ns)
         lvo, _ = _registered(m, "lvo_q", lv.o_stream, LinearVectorOutput(self._fmts))
+        # attn_out's output: its bits into the packer (the FFN1 input); ffn_out's: out on o_stream and its bits
+        # into the packer too (the next layer's Q/K/V input, for a command given without an input load). The
+        # codes need no copy: the op writes its outputs back over its residual buffer.
         m.d.comb += [
-            pk_valid.eq(Mux(idle, ins.valid & lv.r_stream.ready, lvo.valid & in_ao)),
+            pk_valid.eq(Mux(idle, ins.valid & lv.r_stream.ready,
+                            lvo.valid & (in_ao | in_fo & self.o_stream.ready))),
             pk_bit.eq(Mux(idle, ~ins.payload.x[-1], lvo.payload.bit)),
             pk_final.eq(Mux(idle, ins.payload.last, lvo.payload.final)),
-            lvo.ready.eq(Mux(in_ao, pk_ready, in_fo & self.o_stream.ready)),
-            self.o_stream.valid.eq(lvo.valid & in_fo),
+            lvo.ready.eq(Mux(in_ao, pk_ready, in_fo & self.o_stream.ready & pk_ready)),
+            self.o_stream.valid.eq(lvo.valid & in_fo & pk_ready),
             self.o_stream.payload.eq(lvo.payload),
         ]
-        # attn_ln output into the residual buffer (for the ffn_out residual)
-        r_ptr = Signal(range(mt * h))
-        ao_take = lvo.valid & lvo.ready & in_ao
-        m.d.comb += [r_wr.addr.eq(r_ptr), r_wr.data.eq(lvo.payload.y), r_wr.en.eq(ao_take)]
-        with m.If(accept):
-            m.d.sync += r_ptr.eq(0)
-        with m.Elif(ao_take):
-            m.d.sync += r_ptr.eq(r_ptr + 1)
 
         # ---- engine output (Q/K/V or FFN1 bits, group major) into the bit buffer
         eo = eng.o_stream
@@ -598,7 +597,7 @@ class EncoderLayer(wiring.Component):
             eng.c_stream.payload.k.eq(h),
             eng.c_stream.payload.channels.eq(Mux(in_qkv, 3 * h, f)),
             eng.c_stream.payload.base.eq(base + Mux(in_qkv, off["qkv"], off["ffn_in"])),
-            lv.c_stream.valid.eq((in_ao | (in_fo & ~rcopy.busy)) & (step == 0) & ~xcopy.busy & ~pcopy.busy),
+            lv.c_stream.valid.eq((in_ao | in_fo) & (step == 0) & ~xcopy.busy & ~pcopy.busy),
             lv.c_stream.payload.tokens.eq(cmd.tokens),
             lv.c_stream.payload.k.eq(Mux(in_ao, h, f)),
             lv.c_stream.payload.channels.eq(h),
@@ -620,7 +619,7 @@ class EncoderLayer(wiring.Component):
             m.d.comb += [xcopy.start.eq(1), tcopy.start.eq(1)]
         with m.If(in_ao & lv_done):
             m.d.sync += [phase.eq(4), step.eq(0), p_sel.eq(1)]
-            m.d.comb += [pcopy.start.eq(1), rcopy.start.eq(1)]
+            m.d.comb += pcopy.start.eq(1)
         with m.If(in_fi & eng_done):
             m.d.sync += [phase.eq(5), step.eq(0), x_sel.eq(1), x_cnt.eq(ff)]
             m.d.comb += xcopy.start.eq(1)

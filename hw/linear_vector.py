@@ -72,7 +72,10 @@ class LinearVectorOp(wiring.Component):
         ``K`` of the table must equal the command's ``channels`` and ``k``.
     r_stream : In(:class:`ResidualLoad`)
         The residual codes entering the layer, ``n*H`` beats token major (beat ``t*H + c`` =
-        ``x[t, c]``), written from address 0; ``last`` resets the write address.
+        ``x[t, c]``), written from address 0; ``last`` resets the write address. A command writes its
+        outputs back over the residual buffer (``out[t, c]`` at ``t*H + c``), so a command given without a
+        residual load takes the previous command's outputs as its residual (the encoder layer's
+        ``ffn_out`` after ``attn_out``, and the next layer's ``attn_out`` after ``ffn_out``).
     c_stream : In(:class:`bebert.hw.linear.LinearCommand`)
         ``tokens`` = n, ``k`` = K, ``channels`` = H, ``base`` (weight tiles, the engine's layout).
     req_stream, rsp_stream : the engine's memory port.
@@ -200,17 +203,27 @@ class LinearVectorOp(wiring.Component):
             m.d.sync += [cmd.eq(self.c_stream.payload), running.eq(1)]
 
         # ---- residual buffer: n*H codes, token major, loaded from address 0
+        # (between commands from r_stream; during one, each output code is written back over the residual it
+        # was computed from, which the feed read earlier and never reads again: after the command the buffer
+        # holds the output, the residual of a next command that is given no r_stream load)
         m.submodules.rbuf = rbuf = Memory(shape=signed(self._fmts.layernorm.bits),
                                           depth=self._max_tokens * self._max_h, init=[])
         r_wr, r_rd = rbuf.write_port(), rbuf.read_port()
         r_ptr = Signal(range(self._max_tokens * self._max_h))
+        wb_ptr = Signal(range(self._max_tokens * self._max_h))
+        gave = self.o_stream.valid & self.o_stream.ready
         m.d.comb += [
             self.r_stream.ready.eq(~running),
-            r_wr.addr.eq(r_ptr), r_wr.data.eq(self.r_stream.payload.x),
-            r_wr.en.eq(self.r_stream.valid & ~running),
+            r_wr.addr.eq(Mux(running, wb_ptr, r_ptr)),
+            r_wr.data.eq(Mux(running, vu.o_stream.payload.y, self.r_stream.payload.x)),
+            r_wr.en.eq(Mux(running, gave, self.r_stream.valid)),
         ]
-        with m.If(r_wr.en):
+        with m.If(self.r_stream.valid & ~running):
             m.d.sync += r_ptr.eq(Mux(self.r_stream.payload.last, 0, r_ptr + 1))
+        with m.If(accept):
+            m.d.sync += wb_ptr.eq(0)
+        with m.Elif(gave):
+            m.d.sync += wb_ptr.eq(wb_ptr + 1)
 
         # ---- popcount buffer: word t*G_max + g holds group g of token t (P accumulators)
         m.submodules.abuf = abuf = Memory(shape=unsigned(p * aw), depth=self._max_tokens * g_max, init=[])
@@ -300,7 +313,6 @@ class LinearVectorOp(wiring.Component):
             self.o_stream.payload.last.eq(vu.o_stream.payload.last),
             self.o_stream.payload.final.eq(final),
         ]
-        gave = self.o_stream.valid & self.o_stream.ready
         with m.If(accept):
             m.d.sync += out_t.eq(0)
         with m.Elif(gave & vu.o_stream.payload.last):

@@ -66,7 +66,8 @@ def run(dut, words, timing_args, jobs, *, reset_after=None, seed=0, limit=200_00
     top.submodules.dut = dut
     results = [dict(out=[]) for _ in jobs]
     accepts, finals = [], []
-    layer_in = [[[]] for _ in dut.encs]      # per lane, per layer command
+    layer_in = [[[]] for _ in dut.encs]      # per lane, per input load (a member's first layer)
+    layer_out = [[[]] for _ in dut.encs]     # per lane, per layer command: its output codes
     state = dict(cycle=0, done=False, reset=False)
 
     async def driver(ctx):
@@ -121,7 +122,9 @@ def run(dut, words, timing_args, jobs, *, reset_after=None, seed=0, limit=200_00
 
     async def watcher(ctx):
         cycle = 0
-        lane_in = [(e.i_stream.valid, e.i_stream.ready, e.i_stream.payload.as_value()) for e in dut.encs]
+        lane_in = [(e.i_stream.valid, e.i_stream.ready, e.i_stream.payload.as_value(), e.o_stream.valid,
+                    e.o_stream.ready, e.o_stream.payload.as_value()) for e in dut.encs]
+        ecodec = dut.encs[0].codec
         async for (_, rst, cv, cr, ov, orr, op, *li) in ctx.tick().sample(
                 dut.c_stream.valid, dut.c_stream.ready, dut.o_stream.valid, dut.o_stream.ready,
                 dut.o_stream.payload.as_value(), *[s for t in lane_in for s in t]):
@@ -133,12 +136,17 @@ def run(dut, words, timing_args, jobs, *, reset_after=None, seed=0, limit=200_00
                 accepts.append(cycle)
             if ov and orr and codec.output(op)["last"]:
                 finals.append(cycle)
-            for lane, (iv, ir, ip) in enumerate(zip(li[0::3], li[1::3], li[2::3])):
+            for lane, (iv, ir, ip, ov_, or_, op_) in enumerate(zip(*(li[k::6] for k in range(6)))):
                 if iv and ir:
                     x = ip & 0xFFFF
                     layer_in[lane][-1].append(x - (1 << 16) if x >> 15 else x)
                     if (ip >> 16) & 1:
                         layer_in[lane].append([])
+                if ov_ and or_:
+                    y, _bit, _last, final = ecodec.output(op_)
+                    layer_out[lane][-1].append(y)
+                    if final:
+                        layer_out[lane].append([])
 
     sim = Simulator(top)
     sim.add_clock(1e-8, domain="sync")
@@ -154,7 +162,7 @@ def run(dut, words, timing_args, jobs, *, reset_after=None, seed=0, limit=200_00
     if reset_after is not None:
         results = results[1:]
         results[0]["at_reset"] = state["at_reset"]
-    return results, layer_in
+    return results, (layer_in, layer_out)
 
 
 def check(dut, model, job, res):
@@ -203,9 +211,10 @@ def check_cycles(dut, res, n, bw, latency):
     return want
 
 
-def _layer_inputs_ok(model, job, layer_in, lanes=1):
-    """The encoder layers' inputs (per lane: its members in turn, layer-major) against the golden model's
-    taps."""
+def _layer_inputs_ok(model, job, layer_in, layer_out, lanes=1):
+    """The encoder layers' inputs and outputs (per lane: its members in turn, layer-major) against the golden
+    model's taps: one input load per member (its first layer: the embedding LayerNorm; later layers run on
+    the previous output in place) and every layer's output."""
     from bebert.golden.infer import GoldenModel
 
     n, length = len(job["ids"]), job["length"]
@@ -213,9 +222,10 @@ def _layer_inputs_ok(model, job, layer_in, lanes=1):
                                       taps=True).taps
     for mm in range(MEMBERS):
         for li in range(LAYERS):
-            got = np.array(layer_in[mm % lanes][(mm // lanes) * LAYERS + li]).reshape(n, HIDDEN)[:length]
-            name = f"m{mm}.emb.ln" if li == 0 else f"m{mm}.l{li - 1}.ffn_ln"
-            assert (got == taps[name][0]).all(), (mm, li)
+            got = np.array(layer_out[mm % lanes][(mm // lanes) * LAYERS + li]).reshape(n, HIDDEN)[:length]
+            assert (got == taps[f"m{mm}.l{li}.ffn_ln"][0]).all(), (mm, li)
+        got = np.array(layer_in[mm % lanes][mm // lanes]).reshape(n, HIDDEN)[:length]
+        assert (got == taps[f"m{mm}.emb.ln"][0]).all(), mm
 
 
 @pytest.mark.parametrize("lanes, prefetch", [(1, 0), (2, 0), (2, 256)])
@@ -233,12 +243,16 @@ def test_inference_back_to_back(tiny, lanes, prefetch):
     dut = Accelerator(spec, lanes=lanes, prefetch=prefetch, max_tokens=MAX_LEN, addr_width=16)
     jobs = [random_sequence(rng, spec), dict(random_sequence(rng, spec, pad=True), stall=0.4),
             random_sequence(rng, spec)]
-    results, layer_in = run(dut, words, (latency, bw, WORD), jobs, seed=4)
-    per_lane = -(-MEMBERS // lanes) * LAYERS
+    results, (layer_in, layer_out) = run(dut, words, (latency, bw, WORD), jobs, seed=4)
+    turns = -(-MEMBERS // lanes)
+    per_lane = turns * LAYERS
+    for lane in range(lanes):      # one input load per member, none for the later layers
+        assert len(layer_in[lane]) - 1 == len(jobs) * turns, [len(x) for x in layer_in[lane]]
     for j, (job, res) in enumerate(zip(jobs, results)):
         n = len(job["ids"])
         check(dut, model, job, res)
-        _layer_inputs_ok(model, job, [lane[j * per_lane:(j + 1) * per_lane] for lane in layer_in], lanes)
+        _layer_inputs_ok(model, job, [lane[j * turns:(j + 1) * turns] for lane in layer_in],
+                         [lane[j * per_lane:(j + 1) * per_lane] for lane in layer_out], lanes)
         check_counters(dut, res, n)
         if job.get("stall"):
             assert res["counters"]["out_wait"] > 0

@@ -53,7 +53,8 @@ def _tap(taps, name, layer, b, n):
 
 def run_jobs(dut, tensors, jobs, words, bases, timing, *, idle=0.2, seed=0):
     """Run ``jobs`` (dicts: layer, x or src, keys, stall) on ``dut`` in turn, loading the layer's tables when the
-    layer changes. A job's input is ``x`` or the hardware output of job ``src``. Returns per job: ``out`` (the
+    layer changes. A job's input is ``x`` or the hardware output of job ``src`` (loaded again, or with
+    ``resume`` not loaded: ``src`` must be the job before, whose output the layer left in place). Returns per job: ``out`` (the
     o_stream beats), ``counters``, ``measured``, and the tapped op outputs ``eng`` (two commands' beats),
     ``att`` (context rows), ``lv`` (two commands' beats)."""
     codec = dut.codec
@@ -75,7 +76,8 @@ def run_jobs(dut, tensors, jobs, words, bases, timing, *, idle=0.2, seed=0):
                 loaded = job["layer"]
             x = job["x"] if "x" in job else np.array([o[0] for o in results[job["src"]]["out"]]).reshape(-1, dut.hidden)
             job["x_in"] = x
-            await put_all(ctx, dut.i_stream, codec.inputs(x), idle=idle, rng=prng)
+            if not job.get("resume"):      # resume: no load, the layer runs on job src's output in place
+                await put_all(ctx, dut.i_stream, codec.inputs(x), idle=idle, rng=prng)
             await stream_put(ctx, dut.c_stream, codec.command(len(x), bases[job["layer"]], job.get("keys")))
             while len(res["out"]) < len(x) * dut.hidden:
                 while prng.random() < job.get("stall", 0.0):
@@ -165,7 +167,8 @@ def check_counters(dut, res, n):
 
 def test_tiny_model_two_layers(tiny):
     """Layer 0 on the golden taps of two sentences (lengths 6 and 4), layer 1 on the hardware's own layer-0
-    output, and sentence 2 padded to 6 tokens with a key mask; every intermediate exact; counters; cycles
+    output, and sentence 2 padded to 6 tokens with a key mask, then its layer 1 with no input load (the
+    layer-0 output left in place); every intermediate exact; counters; cycles
     against the model (jobs without output backpressure)."""
     model, taps, lens = tiny
     tensors = model.member(0)
@@ -182,7 +185,7 @@ def test_tiny_model_two_layers(tiny):
     x_pad = emb[1, :lens[0]].copy()          # sentence 2 padded to 6 tokens (zero codes past its length)
     jobs = [dict(layer=0, x=emb[0, :lens[0]]), dict(layer=0, x=emb[1, :lens[1]]),
             dict(layer=1, src=0, stall=0.3), dict(layer=1, src=1, stall=0.3),
-            dict(layer=0, x=x_pad, keys=lens[1], stall=0.1)]
+            dict(layer=0, x=x_pad, keys=lens[1], stall=0.1), dict(layer=1, src=4, keys=lens[1], resume=True)]
     results = run_jobs(dut, tensors, jobs, words, bases, MemoryTiming(latency, bw, dut.word_bits), seed=3)
     names = {"qkv_bits": "qkv.bits", "ctx_bits": "ctx.bits", "attn_ln": "attn_ln", "ffn_bits": "ffn_in.bits",
              "ffn_ln": "ffn_ln"}
