@@ -256,7 +256,7 @@ def expected_cycles(spec: AccelSpec, n: int, bits_per_cycle: float, latency: int
     - ``embed``: the LayerNorm table (``H`` records), then per token its word record and ``H`` position/type
       word pairs; channel ``c`` of a token enters the vector unit when its pair is in; the vector unit's
       recurrence of :func:`bebert.golden.linear_vector.expected_cycles` (pass 1, the statistics engine's
-      worst case, pass 2, two banks) gives when the last LayerNorm output is written;
+      worst case, pass 2, three banks) gives when the last LayerNorm output is written;
     - per layer ``l``: the load (threshold and vector records through the reader; for the first layer the
       ``n*H`` input beats replayed meanwhile, later layers run on the previous output in place), then
       :func:`bebert.golden.encoder.expected_cycles`;
@@ -303,13 +303,13 @@ def _member_cycles(spec, lay, n, bits_per_cycle, latency, *, kb, pe_latency, fet
     def stream(words: int) -> float:
         return latency + 2 + max(words - 1, 0) * pace
 
-    # embedding: the table, then per token the word record and the pairs; the vector unit (two banks)
+    # embedding: the table, then per token the word record and the pairs; the vector unit (three banks)
     t = stream(h * lay["wpr_emb_ln"]) + 1
     ins, sts, outs = [], [], []
     rd = t
     for i in range(n):
         rd = rd + (lay["wpr_word"] + 2 * h) * pace      # the token's last pair is in
-        start = max(rd - (2 * h - 2) * pace, ins[-1] + h if ins else 0, outs[i - 2] if i >= 2 else 0)
+        start = max(rd - (2 * h - 2) * pace, ins[-1] + h if ins else 0, outs[i - 3] if i >= 3 else 0)
         fin_in = max(start + h, rd)
         st = max(fin_in + 9, sts[-1] if sts else 0) + stats_cycles
         o = max(st, outs[-1] if outs else 0) + h

@@ -66,7 +66,7 @@ def _bench_presets() -> dict:
     for key, name in (("demo", "demo-ecp5"), ("edge", "edge-ecp5"), ("tiny", "tiny-ice40")):
         pr = HW[name]
         out[key] = dict(p=pr.p, s=pr.s, lanes=pr.lanes, word_bits=pr.word_bits, bits_per_cycle=pr.bits_per_cycle,
-                        latency=pr.latency, prefetch=bool(pr.prefetch), clock_mhz=pr.clock_mhz, name=name,
+                        latency=pr.latency, prefetch=bool(pr.prefetch), clock_mhz=pr.clock_mhz, name=name, kb=pr.kb,
                         what=f"preset {name}: {pr.what}")
     return out
 
@@ -252,7 +252,8 @@ def _cycle_row(model, preset: str, n: int) -> dict:
     pr = PRESETS[preset]
     spec = AccelSpec.from_int_model(model, pr["p"], pr["s"], pr["word_bits"])
     lanes = min(pr["lanes"], model.members)
-    cycles = expected_cycles(spec, n, pr["bits_per_cycle"], pr["latency"] - 1, lanes=lanes, prefetch=pr["prefetch"])
+    cycles = expected_cycles(spec, n, pr["bits_per_cycle"], pr["latency"] - 1, lanes=lanes, prefetch=pr["prefetch"],
+                             kb=pr["kb"])
     perf = performance(model.meta["config"], n, HwParams(p=pr["p"], s=pr["s"], lanes=lanes,
                                                          bits_per_cycle=pr["bits_per_cycle"]), model.members)
     mhz, clock_source = preset_clock(preset)

@@ -14,8 +14,8 @@ parameters (:class:`HwParams`):
   by channel group (P output channels), each group's weights fetched while the previous group
   computes, so an op takes ``max(compute, weights) + latency``; the Bi-Attention unit takes
   ``heads * (n + n * ceil(n / kb))`` cycles (``docs/hw-blocks.md``); LayerNorm runs on the
-  vector unit at its measured sustained rate (``vector_cycles_per_token``, 440 cycles per token
-  of 384 channels, scaled by H and divided over ``vector_lanes``) after the projection that
+  vector unit at its sustained rate (``vector_cycles_per_token``: 384 cycles per token of 384
+  channels with its three banks, 440 with two; scaled by H and divided over ``vector_lanes``) after the projection that
   feeds it has finished (a token's row is complete only after the last channel group).
 
 The model is analytic; the cycle-accurate figures come from Verilator (``sim/``) and the
@@ -75,7 +75,7 @@ class HwParams:
     batch: int = 1
     attn_kb: int = 16
     vector_lanes: int = 1
-    vector_cycles_per_token: float = 440.0
+    vector_cycles_per_token: float = 384.0
     vector_ref_h: int = 384
     latency: int = 16
     fmax_mhz: float = 125.0

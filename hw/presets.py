@@ -34,6 +34,7 @@ class Preset:
     clock_mhz: float = 125.0   # clock assumed where no post-route Fmax is measured (the preset's goal)
     onchip_kbit: int = 0       # on-chip memory left for weights (Kbit; 0: weights off chip): see the presets' text
     model: str = ""            # the shipped deployment file sized for the preset (relative to the repository)
+    kb: int = 4                # Bi-Attention keys per cycle (its 2 * kb * d product cells)
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -53,7 +54,8 @@ PRESETS: dict[str, Preset] = {p.name: p for p in (
                 "2,088 Kbit, which holds a 256/2 student or a pair of 128/2 or 128/4 students but not the 256/2 pair "
                 "(3,511 Kbit) nor the full-width ensemble (21.6 Mbit); the word and position tables are read per "
                 "token from off-chip memory (bebert pareto)",
-           clock_mhz=125.0, onchip_kbit=(208 - 92) * 18, model="checkpoints/sst2-w1a1-h256-l2-m1.safetensors"),
+           clock_mhz=125.0, onchip_kbit=(208 - 92) * 18, model="checkpoints/sst2-w1a1-h256-l2-m1.safetensors",
+           kb=16),
     Preset("tiny-ice40", "iCE40UP5K", p=2, s=32, lanes=1, prefetch=0, word_bits=64, bits_per_cycle=64.0,
            latency=2, max_tokens=64, weights="on chip (SPRAM), 64 bits per cycle from the four 16-bit SPRAMs",
            built=False, clock_mhz=40.0, onchip_kbit=4 * 256, model="checkpoints/sst2-w1a1-h128-l2-m2.safetensors",
@@ -65,7 +67,7 @@ PRESETS: dict[str, Preset] = {p.name: p for p in (
 
 #: The hardware options a preset sets (argparse ``dest`` names); where no preset is named, :func:`apply` takes
 #: the demo configuration's.
-HW_OPTIONS = ("p", "s", "lanes", "prefetch", "word_bits", "bits_per_cycle", "latency", "max_tokens")
+HW_OPTIONS = ("p", "s", "lanes", "prefetch", "word_bits", "bits_per_cycle", "latency", "max_tokens", "kb")
 
 
 def get(name: str) -> Preset:
@@ -94,11 +96,11 @@ def apply(args, options=HW_OPTIONS, *, need_built: str | None = None) -> Preset 
 
 def table() -> str:
     """The presets as a Markdown table (``bebert presets``)."""
-    lines = ["| preset | device | P x S | lanes | prefetch | word bits | bits/cycle | latency | max tokens | "
+    lines = ["| preset | device | P x S | lanes | keys/cycle | prefetch | word bits | bits/cycle | latency | max tokens | "
              "clock (assumed) | on-chip weight memory | RTL | weights |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for p in PRESETS.values():
-        lines.append(f"| {p.name} | {p.device} | {p.p} x {p.s} | {p.lanes} | {p.prefetch} | {p.word_bits} | "
+        lines.append(f"| {p.name} | {p.device} | {p.p} x {p.s} | {p.lanes} | {p.kb} | {p.prefetch} | {p.word_bits} | "
                      f"{p.bits_per_cycle:g} | {p.latency} | {p.max_tokens} | {p.clock_mhz:g} MHz | "
                      f"{f'{p.onchip_kbit:,} Kbit' if p.onchip_kbit else 'off chip'} | {'built' if p.built else 'not built'} | "
                      f"{p.weights} |")

@@ -6,7 +6,7 @@ sections 3, 4, 6 and 7).
 
 from __future__ import annotations
 
-from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed, unsigned
+from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, fifo, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
@@ -110,7 +110,7 @@ class VectorUnit(wiring.Component):
 
     exactly :func:`bebert.golden.vector.vector_step`.
 
-    How: two passes over a token buffer of two banks. Pass 1 (one channel per cycle)
+    How: two passes over a token buffer of ``banks`` banks (3). Pass 1 (one channel per cycle)
     computes ``s_i``, writes it into the bank and sums ``S = sum s_i`` and
     ``Q = sum s_i^2``. A serial statistics engine then computes
     ``M = H*Q - S^2 + E`` (shift-and-add, one bit per cycle), normalizes it to the
@@ -119,17 +119,18 @@ class VectorUnit(wiring.Component):
     2^(b+1) r m + 4^b m``, three cycles per result bit, no multiplier). Pass 2 (one
     channel per cycle) reads the bank back and computes
     ``n = ((H*s_i - S) * R) >> (rsqrt_frac + shift/2 - norm_frac)`` and the gain and
-    shift. With two banks pass 1 of a token overlaps pass 2 of the one before.
+    shift. With several banks pass 1 of a token overlaps the statistics and pass 2 of the ones before.
 
     Rate and latency (:attr:`stats_cycles`, :attr:`latency`, at most, without
     stalls): the first result of a token reaches the output FIFO
     ``9 + stats_cycles + latency`` cycles after its last input beat was taken, its
     last result ``H - 1`` cycles later (:meth:`token_cycles`: ``2H + 9 +
     stats_cycles + latency`` from its first beat). Sustained (:meth:`token_period`):
-    a bank is free again once pass 2 has read it, so two tokens take
-    ``2H + 10 + stats_cycles`` cycles, and the statistics engine takes
-    ``stats_cycles`` per token: the period is ``max(H + (10 + stats_cycles) / 2,
-    stats_cycles)``; for ``H = 384`` (``stats_cycles = 102``) 440 cycles, 0.87 channels per cycle.
+    a bank is free again once pass 2 has read it, so ``banks`` tokens take at least
+    ``2H + 10 + stats_cycles`` cycles, each pass takes ``H`` and the statistics engine
+    ``stats_cycles`` per token: the period is ``max(H, (2H + 10 + stats_cycles) / banks,
+    stats_cycles)``; for ``H = 384`` (``stats_cycles = 102``) 384 cycles with three banks, one
+    channel per cycle (two banks: 440, 0.87 channels per cycle).
 
     Parameters (per channel ``alpha``, bias, gain, shift) are written through
     ``p_stream`` (:class:`VectorLoad`), one channel per beat; the beat flagged
@@ -143,12 +144,15 @@ class VectorUnit(wiring.Component):
     Parameters
     ----------
     max_h : int
-        Longest token (channels); the buffer holds two of them.
+        Longest token (channels); the buffer holds ``banks`` of them.
     max_k : int
         Longest dot product ``K`` of the accumulators; ``acc`` is ``signed(bits_for(max_k) + 1)``
         (the PE array's ``acc_width``).
     fmts : VectorFormats, optional
         Formats and LayerNorm constants (default :meth:`VectorFormats.default` for ``max_h``).
+    banks : int
+        Tokens the buffer holds (2 or more; 3 sustains one channel per cycle once ``H >= 10 +
+        stats_cycles``).
 
     Attributes
     ----------
@@ -171,9 +175,13 @@ class VectorUnit(wiring.Component):
         If a format is unsigned or the LayerNorm constants give a negative normalization shift.
     """
 
-    def __init__(self, *, max_h: int, max_k: int, fmts: VectorFormats | None = None):
+    def __init__(self, *, max_h: int, max_k: int, fmts: VectorFormats | None = None, banks: int = 3):
         self._max_h = check_positive(self, "max_h", max_h)
         self._max_k = check_positive(self, "max_k", max_k)
+        if isinstance(banks, bool) or not isinstance(banks, int) or banks < 2:
+            self._MustUse__used = True
+            raise ValueError(f"banks must be an integer >= 2, not {banks!r}")
+        self._banks = banks
         fmts = fmts if fmts is not None else VectorFormats.default(max_h)
         names = ("scale", "bias", "residual", "layernorm", "ln_weight", "ln_bias")
         ln = fmts.ln
@@ -209,10 +217,11 @@ class VectorUnit(wiring.Component):
     latency = property(lambda self: self._latency)
     stats_cycles = property(lambda self: self._stats_cycles)
     norm_steps = property(lambda self: self._norm_steps)
+    banks = property(lambda self: self._banks)
 
     def token_period(self, h: int) -> float:
-        """Cycles per token sustained without stalls, at most (two tokens in flight)."""
-        return max(h + (10 + self._stats_cycles) / 2, self._stats_cycles)
+        """Cycles per token sustained without stalls, at most (``banks`` tokens in flight)."""
+        return max(h, (2 * h + 10 + self._stats_cycles) / self._banks, self._stats_cycles)
 
     def token_cycles(self, h: int) -> int:
         """Cycles from a token's first accepted beat to its last result at the FIFO input, at most (no stalls)."""
@@ -229,12 +238,18 @@ class VectorUnit(wiring.Component):
         ab = bits_for(max_h - 1)
         load, ins = self.p_stream, self.i_stream
 
-        # ---- parameter tables and the token buffer (two banks)
+        # ---- parameter tables and the token buffer (``banks`` banks: bank b, channel i at word b * 2^ab + i)
+        nb = self._banks
+
+        def step(bank, last):
+            """The bank after ``bank`` when ``last`` (round robin), else ``bank``."""
+            return Mux(last, Mux(bank == nb - 1, 0, bank + 1), bank)
+
         dense_l = data.StructLayout({"scale": signed(f.scale.bits), "bias": signed(f.bias.bits)})
         lnp_l = data.StructLayout({"gamma": signed(f.ln_weight.bits), "beta": signed(f.ln_bias.bits)})
         m.submodules.dense_mem = dense_mem = Memory(shape=dense_l, depth=max_h, init=[])
         m.submodules.ln_mem = ln_mem = Memory(shape=lnp_l, depth=max_h, init=[])
-        m.submodules.buf = buf = Memory(shape=signed(f.residual.bits), depth=2 << ab, init=[])
+        m.submodules.buf = buf = Memory(shape=signed(f.residual.bits), depth=nb << ab, init=[])
         dense_w, ln_w, buf_w = dense_mem.write_port(), ln_mem.write_port(), buf.write_port()
         dense_r, ln_r, buf_r = dense_mem.read_port(), ln_mem.read_port(), buf.read_port()
         m.submodules.out_fifo = out_fifo = fifo.SyncFIFOBuffered(
@@ -242,9 +257,9 @@ class VectorUnit(wiring.Component):
 
         h = Signal(range(max_h + 1), init=max_h)    # token length
         k = Signal(range(self._max_k + 1))          # dot-product length of the accumulators
-        busy = Signal(2)       # bank holds a token (first beat taken .. last read issued)
-        filled = Signal(2)     # pass 1 done, statistics pending
-        ready = Signal(2)      # statistics done, pass 2 pending
+        busy = Signal(nb)      # bank holds a token (first beat taken .. last read issued)
+        filled = Signal(nb)    # pass 1 done, statistics pending
+        ready = Signal(nb)     # statistics done, pass 2 pending
         pipe_busy = Signal()
         idle = Signal()
         m.d.comb += [
@@ -259,13 +274,14 @@ class VectorUnit(wiring.Component):
             m.d.sync += [h.eq(load.payload.addr + 1), k.eq(load.payload.k)]
 
         # ---- pass 1: y = scale/bias, s = residual add; buffer write; S and Q
-        ctl_l = data.StructLayout({"valid": 1, "first": 1, "last": 1, "bank": 1, "idx": ab})
-        in_bank = Signal()
+        bw = bits_for(nb - 1)
+        ctl_l = data.StructLayout({"valid": 1, "first": 1, "last": 1, "bank": bw, "idx": ab})
+        in_bank = Signal(range(nb))
         in_idx = Signal(range(max_h))
         in_last = Signal()
         accept = Signal()
-        busy_set = Signal(2)
-        busy_clr = Signal(2)
+        busy_set = Signal(nb)
+        busy_clr = Signal(nb)
         m.d.comb += [
             in_last.eq(in_idx == h - 1),
             ins.ready.eq(~load.valid & ((in_idx != 0) | ~busy.bit_select(in_bank, 1))),
@@ -273,7 +289,7 @@ class VectorUnit(wiring.Component):
             dense_r.addr.eq(in_idx), dense_r.en.eq(1),
         ]
         with m.If(accept):
-            m.d.sync += [in_idx.eq(Mux(in_last, 0, in_idx + 1)), in_bank.eq(in_bank ^ in_last)]
+            m.d.sync += [in_idx.eq(Mux(in_last, 0, in_idx + 1)), in_bank.eq(step(in_bank, in_last))]
             with m.If(in_idx == 0):
                 m.d.comb += busy_set.eq(1 << in_bank)
         c = [Signal(ctl_l, name=f"in_c{i}") for i in range(9)]
@@ -317,28 +333,28 @@ class VectorUnit(wiring.Component):
         sq8 = Signal(unsigned(2 * f.residual.bits))
         q_run = Signal(unsigned(self._q_width))
         q_next = Signal(unsigned(self._q_width))
-        s_bank = [Signal(signed(self._s_width), name=f"s_bank{b}") for b in range(2)]
-        q_bank = [Signal(unsigned(self._q_width), name=f"q_bank{b}") for b in range(2)]
-        filled_set = Signal(2)
-        filled_clr = Signal(2)
+        s_bank = [Signal(signed(self._s_width), name=f"s_bank{b}") for b in range(nb)]
+        q_bank = [Signal(unsigned(self._q_width), name=f"q_bank{b}") for b in range(nb)]
+        filled_set = Signal(nb)
+        filled_clr = Signal(nb)
         m.d.comb += [s_next.eq(Mux(c[7].first, 0, s_run) + s7), q_next.eq(Mux(c[8].first, 0, q_run) + sq8)]
         m.d.sync += sq8.eq((s7 * s7).as_unsigned())
         with m.If(c[7].valid):
             m.d.sync += s_run.eq(s_next)
             with m.If(c[7].last):
-                for b in range(2):
+                for b in range(nb):
                     with m.If(c[7].bank == b):
                         m.d.sync += s_bank[b].eq(s_next)
         with m.If(c[8].valid):
             m.d.sync += q_run.eq(q_next)
             with m.If(c[8].last):
-                for b in range(2):
+                for b in range(nb):
                     with m.If(c[8].bank == b):
                         m.d.sync += q_bank[b].eq(q_next)
                 m.d.comb += filled_set.eq(1 << c[8].bank)
 
         # ---- statistics engine: M = H*Q - S^2 + E, normalization, reciprocal square root
-        st_bank = Signal()
+        st_bank = Signal(range(nb))
         acc_m = Signal(unsigned(self._m_width + 1))
         op_a = Signal(unsigned(self._m_width + 1))
         op_b = Signal(unsigned(max(hb, self._s_width)))
@@ -349,18 +365,18 @@ class VectorUnit(wiring.Component):
         rp, ra, rb_ = Signal(unsigned(rw)), Signal(unsigned(rw)), Signal(unsigned(rw))
         rt, rcand, rba = Signal(unsigned(rw)), Signal(unsigned(rw)), Signal(unsigned(rw))
         rr = Signal(unsigned(rbits))
-        r_bank = [Signal(unsigned(rbits), name=f"r_bank{b}") for b in range(2)]
+        r_bank = [Signal(unsigned(rbits), name=f"r_bank{b}") for b in range(nb)]
         shw = bits_for(pfrac + (self._m_width - mant) // 2 + 2)
-        sh_bank = [Signal(unsigned(shw), name=f"sh_bank{b}") for b in range(2)]
-        ready_set = Signal(2)
+        sh_bank = [Signal(unsigned(shw), name=f"sh_bank{b}") for b in range(nb)]
+        ready_set = Signal(nb)
         s_abs = Signal(unsigned(self._s_width))
         s_cur = Signal(signed(self._s_width))
-        m.d.comb += [s_cur.eq(Mux(st_bank, s_bank[1], s_bank[0])),
+        m.d.comb += [s_cur.eq(Array(s_bank)[st_bank]),
                      s_abs.eq(Mux(s_cur < 0, -s_cur, s_cur))]
         with m.FSM(name="stats"):
             with m.State("IDLE"):
                 with m.If(filled.bit_select(st_bank, 1)):
-                    m.d.sync += [acc_m.eq(f.eps_code), op_a.eq(Mux(st_bank, q_bank[1], q_bank[0])),
+                    m.d.sync += [acc_m.eq(f.eps_code), op_a.eq(Array(q_bank)[st_bank]),
                                  op_b.eq(h), cnt.eq(hb)]
                     m.next = "HQ"
             with m.State("HQ"):      # acc += H*Q, one bit of H per cycle
@@ -403,19 +419,19 @@ class VectorUnit(wiring.Component):
                 with m.Else():
                     m.next = "R0"
             with m.State("DONE"):
-                for b in range(2):
+                for b in range(nb):
                     with m.If(st_bank == b):
                         m.d.sync += [r_bank[b].eq(rr), sh_bank[b].eq(pfrac - norm + (sh_s >> 1))]
                 m.d.comb += [ready_set.eq(1 << st_bank), filled_clr.eq(1 << st_bank)]
-                m.d.sync += st_bank.eq(~st_bank)
+                m.d.sync += st_bank.eq(step(st_bank, 1))
                 m.next = "IDLE"
 
         # ---- pass 2: d = H*s - S, n = (d*R) >> shift, out = sat(n*g + beta), bit = out >= 0
-        out_bank = Signal()
+        out_bank = Signal(range(nb))
         out_idx = Signal(range(max_h))
         out_last = Signal()
         issue = Signal()
-        ready_clr = Signal(2)
+        ready_clr = Signal(nb)
         outstanding = Signal(range(self._fifo_depth + 1))
         m.d.comb += [
             out_last.eq(out_idx == h - 1),
@@ -424,7 +440,7 @@ class VectorUnit(wiring.Component):
             ln_r.addr.eq(out_idx), ln_r.en.eq(1),
         ]
         with m.If(issue):
-            m.d.sync += [out_idx.eq(Mux(out_last, 0, out_idx + 1)), out_bank.eq(out_bank ^ out_last)]
+            m.d.sync += [out_idx.eq(Mux(out_last, 0, out_idx + 1)), out_bank.eq(step(out_bank, out_last))]
             with m.If(out_last):
                 m.d.comb += [ready_clr.eq(1 << out_bank), busy_clr.eq(1 << out_bank)]
         m.d.sync += [
@@ -432,7 +448,7 @@ class VectorUnit(wiring.Component):
             filled.eq((filled | filled_set) & ~filled_clr),
             ready.eq((ready | ready_set) & ~ready_clr),
         ]
-        oc_l = data.StructLayout({"valid": 1, "last": 1, "bank": 1})
+        oc_l = data.StructLayout({"valid": 1, "last": 1, "bank": bw})
         lat = self._latency
         o = [Signal(oc_l, name=f"out_c{i}") for i in range(lat + 1)]
         m.d.comb += [o[0].valid.eq(issue), o[0].last.eq(out_last), o[0].bank.eq(out_bank)]
@@ -440,7 +456,7 @@ class VectorUnit(wiring.Component):
             m.d.sync += o[i].eq(o[i - 1])
 
         def per_bank(regs, ctl):
-            return Mux(ctl.bank, regs[1], regs[0])
+            return Array(regs)[ctl.bank]
 
         # stage 2: buffer and table words registered
         x2o = Signal(signed(f.residual.bits), reset_less=True)

@@ -201,12 +201,13 @@ def _deep(fn):
     return box["out"]
 
 
-def build_name(spec, max_tokens: int, addr_width: int, lanes: int = 1, prefetch: int = 0) -> str:
+def build_name(spec, max_tokens: int, addr_width: int, lanes: int = 1, prefetch: int = 0, kb: int = 4) -> str:
     """Build folder name: the dimensions, the tiles and a hash of everything baked into the RTL."""
     key = repr((spec, max_tokens, addr_width) + ((lanes,) if lanes > 1 else ()) + ((prefetch,) if prefetch else ())
-               + BUILD_FLAGS).encode()
+               + ((f"kb{kb}",) if kb != 4 else ()) + BUILD_FLAGS).encode()
     return (f"accel__H{spec.hidden}_A{spec.heads}_F{spec.ffn}_L{spec.layers}_M{spec.members}_P{spec.p}_S{spec.s}"
             f"_W{spec.word_bits}_T{max_tokens}{f'_E{lanes}' if lanes > 1 else ''}{f'_pf{prefetch}' if prefetch else ''}"
+            f"{f'_kb{kb}' if kb != 4 else ''}"
             f"_{hashlib.sha1(key).hexdigest()[:8]}")
 
 
@@ -225,7 +226,7 @@ def build_accelerator(dut, *, waves: bool | str = False):
     from .runner import SimBuild
 
     toolchain.apply_tool_env()
-    name = build_name(dut.spec, dut.max_tokens, dut._addr_width, dut.lanes, dut.prefetch)
+    name = build_name(dut.spec, dut.max_tokens, dut._addr_width, dut.lanes, dut.prefetch, dut._kb)
     kind = "fst" if waves is True else (waves or None)
     if kind not in (None, "fst", "vcd"):
         raise ValueError(f"waves must be 'fst', 'vcd' or False, not {waves!r}")
@@ -282,7 +283,7 @@ def image_file(model, spec, cache=None) -> Path:
 
 
 def run_inference(model_path, spec, jobs, *, lanes: int, prefetch: int, max_tokens: int, image=None,
-                  report_name: str = "run", **tb) -> dict:
+                  report_name: str = "run", kb: int = 4, **tb) -> dict:
     """Build the accelerator of ``spec`` (cached) and run ``jobs`` through it in Verilator: the testbench's
     report (``failures``, ``jobs``) with ``build_seconds`` and ``sim_seconds`` added. ``image``: the memory
     image file (default: :func:`image_file` of the model); ``tb``: other testbench options (``latency``,
@@ -292,7 +293,7 @@ def run_inference(model_path, spec, jobs, *, lanes: int, prefetch: int, max_toke
     from .runner import SimulationFailed, run_testbench
 
     aw = max(16, (model_layout(spec)["words"] - 1).bit_length())
-    dut = Accelerator(spec, lanes=lanes, prefetch=prefetch, max_tokens=max_tokens, addr_width=aw)
+    dut = Accelerator(spec, lanes=lanes, prefetch=prefetch, max_tokens=max_tokens, addr_width=aw, kb=kb)
     t0 = time.monotonic()
     build = build_accelerator(dut)
     t_build = time.monotonic() - t0
@@ -302,8 +303,8 @@ def run_inference(model_path, spec, jobs, *, lanes: int, prefetch: int, max_toke
     report.parent.mkdir(exist_ok=True)
     report.unlink(missing_ok=True)
     cfg = dict(model=str(Path(model_path).resolve()), p=spec.p, s=spec.s, word_bits=spec.word_bits,
-               max_tokens=max_tokens, addr_width=aw, lanes=lanes, prefetch=prefetch, image=str(image), jobs=jobs,
-               report=str(report), **{"strict": False, **tb})
+               max_tokens=max_tokens, addr_width=aw, lanes=lanes, prefetch=prefetch, kb=kb, image=str(image),
+               jobs=jobs, report=str(report), **{"strict": False, **tb})
     t1 = time.monotonic()
     try:
         run_testbench(build, "bebert.sim.tb_accelerator", "inference", cfg)
@@ -436,7 +437,7 @@ async def inference(dut):
     model = load_int_model(cfg["model"])
     spec = AccelSpec.from_int_model(model, cfg["p"], cfg["s"], cfg["word_bits"])
     acc = Accelerator(spec, lanes=cfg.get("lanes", 1), prefetch=cfg.get("prefetch", 0), max_tokens=cfg["max_tokens"],
-                      addr_width=cfg["addr_width"])
+                      addr_width=cfg["addr_width"], kb=cfg.get("kb", 4))
     acc._MustUse__used = True
     codec, lay = acc.codec, acc.layout
     rng = random.Random(cfg["seed"])

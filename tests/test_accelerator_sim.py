@@ -228,11 +228,11 @@ def _layer_inputs_ok(model, job, layer_in, layer_out, lanes=1):
         assert (got == taps[f"m{mm}.emb.ln"][0]).all(), mm
 
 
-@pytest.mark.parametrize("lanes, prefetch", [(1, 0), (2, 0), (2, 256)])
-def test_inference_back_to_back(tiny, lanes, prefetch):
+@pytest.mark.parametrize("lanes, prefetch, kb", [(1, 0, 4), (2, 0, 4), (2, 256, 8)])
+def test_inference_back_to_back(tiny, lanes, prefetch, kb):
     """Three sequences back to back (random lengths and types; the second padded after its real tokens, with
     output backpressure) on a memory of random latency and bandwidth, with one lane (members in turn) and
-    two (both members at once on the shared memory port), and two with the weight prefetch: every member's
+    two (both members at once on the shared memory port), and two with the weight prefetch and 8 attention keys a cycle: every member's
     logits, the combined logits and the prediction exact; every lane's layer inputs against the golden taps;
     counters; cycles against the estimate (jobs without backpressure)."""
     from bebert.hw.accelerator import Accelerator
@@ -240,7 +240,7 @@ def test_inference_back_to_back(tiny, lanes, prefetch):
     model, spec, words, _ = tiny
     rng = np.random.default_rng(2)
     latency, bw = int(rng.integers(3, 12)), float(rng.uniform(12.0, 32.0))
-    dut = Accelerator(spec, lanes=lanes, prefetch=prefetch, max_tokens=MAX_LEN, addr_width=16)
+    dut = Accelerator(spec, lanes=lanes, prefetch=prefetch, max_tokens=MAX_LEN, addr_width=16, kb=kb)
     jobs = [random_sequence(rng, spec), dict(random_sequence(rng, spec, pad=True), stall=0.4),
             random_sequence(rng, spec)]
     results, (layer_in, layer_out) = run(dut, words, (latency, bw, WORD), jobs, seed=4)

@@ -12,12 +12,12 @@ from bebert.sim.vector_jobs import KINDS, decode_output, encode_beats, encode_lo
 FMTS = VectorFormats.default(384)
 
 
-def run_jobs(max_h, max_k, jobs, *, fmts=FMTS, idle=0.0, stall=0.0, seed=0):
+def run_jobs(max_h, max_k, jobs, *, fmts=FMTS, idle=0.0, stall=0.0, seed=0, banks=3):
     """Load each job's table, stream its tokens, collect every output beat.
 
     Returns (got, want, cycles, dut); cycles counts clock edges until the last result was taken.
     """
-    dut = VectorUnit(max_h=max_h, max_k=max_k, fmts=fmts)
+    dut = VectorUnit(max_h=max_h, max_k=max_k, fmts=fmts, banks=banks)
     feeds, want = [], []
     for j in jobs:
         feeds += [(dut.p_stream, encode_loads(j, fmts, max_h, max_k)),
@@ -62,22 +62,26 @@ def test_other_formats():
     assert got == want
 
 
-@pytest.mark.parametrize("h", [24, 96])
-def test_rate_and_latency(h):
-    """No stalls: the documented latency of a lone token and the two-bank sustained rate.
+@pytest.mark.parametrize("h, banks", [(24, 3), (96, 3), (96, 2), (200, 3)])
+def test_rate_and_latency(h, banks):
+    """No stalls: the documented latency of a lone token and the sustained rate.
 
-    H = 24 is bound by the statistics engine, H = 96 by the two banks (like H = 384)."""
+    H = 24 is bound by the statistics engine; with two banks H = 96 is bound by the banks (two tokens per
+    2H + 10 + stats cycles, as H = 384 was); with three, 96 is just bank bound and 200 runs one channel per
+    cycle (H >= 10 + stats)."""
     rng = np.random.default_rng(5)
     tokens = 6
     job = make_job(rng, h, 100, 1, FMTS, "random")
-    _, _, cycles1, dut = run_jobs(h, 100, [job])
+    _, _, cycles1, dut = run_jobs(h, 100, [job], banks=banks)
     # the load (h beats) then one token; token_cycles is a bound (the normalization steps vary)
     first = h + dut.token_cycles(h)
     assert first - dut.norm_steps <= cycles1 <= first + 3, (cycles1, first)
     job = make_job(rng, h, 100, tokens, FMTS, "random")
-    got, want, cycles, dut = run_jobs(h, 100, [job])
+    got, want, cycles, dut = run_jobs(h, 100, [job], banks=banks)
     assert got == want
     period = dut.token_period(h)
+    if banks == 3 and h >= 10 + dut.stats_cycles:
+        assert period == h, period
     steady = (cycles - h - dut.token_cycles(h)) / (tokens - 1)
     assert period - 20 <= steady <= period + 1, (steady, period)
 
@@ -86,6 +90,12 @@ def test_rate_and_latency(h):
 def test_bad_parameters(bad):
     with pytest.raises(TypeError, match="must be a positive integer"):
         VectorUnit(fmts=FMTS, **bad)
+
+
+@pytest.mark.parametrize("banks", [1, 2.5, True])
+def test_bad_banks(banks):
+    with pytest.raises(ValueError, match="banks must be an integer >= 2"):
+        VectorUnit(max_h=8, max_k=8, fmts=FMTS, banks=banks)
 
 
 def test_unsigned_format_refused():
