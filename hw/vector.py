@@ -15,7 +15,7 @@ from amaranth.utils import bits_for
 from ..golden.vector import VectorFormats
 from ._params import check_positive
 
-__all__ = ["VectorLoad", "VectorInput", "VectorOutput", "VectorUnit"]
+__all__ = ["VectorLoad", "VectorInput", "VectorOutput", "VectorInputs", "VectorOutputs", "VectorUnit"]
 
 #: Operand split of the wide products: low parts of 17 unsigned bits fit an 18x18 signed multiplier.
 _SPLIT = 17
@@ -72,6 +72,24 @@ class VectorOutput(data.StructLayout):
         super().__init__({"y": signed(fmts.layernorm.bits), "bit": unsigned(1), "last": unsigned(1)})
 
 
+class VectorInputs(data.StructLayout):
+    """A :class:`VectorUnit` ``i_stream`` beat: ``vw`` consecutive channels ``c .. c + vw - 1`` of one token
+    (``acc[j]``, ``x[j]`` as in :class:`VectorInput`); for ``vw = 1`` its bits equal :class:`VectorInput`'s."""
+
+    def __init__(self, fmts: VectorFormats, acc_width: int, vw: int = 1):
+        super().__init__({"acc": data.ArrayLayout(signed(acc_width), vw),
+                          "x": data.ArrayLayout(signed(fmts.layernorm.bits), vw)})
+
+
+class VectorOutputs(data.StructLayout):
+    """A :class:`VectorUnit` ``o_stream`` beat: ``vw`` consecutive channels of the LayerNorm output (``y[j]``,
+    ``bit[j]``), ``last`` on the token's last beat; for ``vw = 1`` its bits equal :class:`VectorOutput`'s."""
+
+    def __init__(self, fmts: VectorFormats, vw: int = 1):
+        super().__init__({"y": data.ArrayLayout(signed(fmts.layernorm.bits), vw), "bit": unsigned(vw),
+                          "last": unsigned(1)})
+
+
 def _sat(m, dst: Signal, value, fmt) -> None:
     """``dst <= clamp(value, fmt.qmin, fmt.qmax)`` (registered)."""
     m.d.sync += dst.eq(Mux(value > fmt.qmax, fmt.qmax, Mux(value < fmt.qmin, fmt.qmin, value)))
@@ -100,9 +118,10 @@ def _join(hi, lo):
 class VectorUnit(wiring.Component):
     """Scale, bias, residual add, LayerNorm and sign over tokens of ``H`` channels.
 
-    Each ``i_stream`` beat carries one channel ``i`` of one token: the XNOR popcount
-    ``acc_i`` of the binary linear layer and the residual code ``x_i`` that enters it.
-    Each ``o_stream`` beat gives channel ``i`` of the token's result:
+    Each ``i_stream`` beat carries ``vw`` consecutive channels ``i`` of one token (one, or a power of
+    two dividing ``H``; :class:`VectorInputs`): the XNOR popcount ``acc_i`` of the binary linear layer
+    and the residual code ``x_i`` that enters it. Each ``o_stream`` beat gives those channels of the
+    token's result (:class:`VectorOutputs`):
 
         ``y   = align_add([(a_i*(2*acc_i - K), f_scale), (c_i, f_bias)] -> residual)``
         ``s   = align_add([(y, f_res), (x_i, f_ln)] -> residual)``
@@ -120,6 +139,10 @@ class VectorUnit(wiring.Component):
     channel per cycle) reads the bank back and computes
     ``n = ((H*s_i - S) * R) >> (rsqrt_frac + shift/2 - norm_frac)`` and the gain and
     shift. With several banks pass 1 of a token overlaps the statistics and pass 2 of the ones before.
+    With ``vw > 1`` both passes take ``vw`` channels a cycle (``vw`` copies of their datapath, the
+    tables and the buffer split into ``vw`` memories, ``S`` and ``Q`` through adder trees) and the
+    statistics engine, shared, is unchanged: the rates below hold with ``H / vw`` for ``H`` in the
+    pass lengths.
 
     Rate and latency (:attr:`stats_cycles`, :attr:`latency`, at most, without
     stalls): the first result of a token reaches the output FIFO
@@ -175,9 +198,14 @@ class VectorUnit(wiring.Component):
         If a format is unsigned or the LayerNorm constants give a negative normalization shift.
     """
 
-    def __init__(self, *, max_h: int, max_k: int, fmts: VectorFormats | None = None, banks: int = 3):
+    def __init__(self, *, max_h: int, max_k: int, fmts: VectorFormats | None = None, banks: int = 3,
+                 vw: int = 1):
         self._max_h = check_positive(self, "max_h", max_h)
         self._max_k = check_positive(self, "max_k", max_k)
+        if isinstance(vw, bool) or not isinstance(vw, int) or vw < 1 or vw & (vw - 1) or max_h % vw:
+            self._MustUse__used = True
+            raise ValueError(f"vw (channels a beat) must be a power of two dividing max_h = {max_h}, not {vw!r}")
+        self._vw = vw
         if isinstance(banks, bool) or not isinstance(banks, int) or banks < 2:
             self._MustUse__used = True
             raise ValueError(f"banks must be an integer >= 2, not {banks!r}")
@@ -206,8 +234,8 @@ class VectorUnit(wiring.Component):
         self._fifo_depth = self._latency + 3
         super().__init__({
             "p_stream": In(stream.Signature(VectorLoad(fmts, max_h, max_k))),
-            "i_stream": In(stream.Signature(VectorInput(fmts, self._acc_width))),
-            "o_stream": Out(stream.Signature(VectorOutput(fmts))),
+            "i_stream": In(stream.Signature(VectorInputs(fmts, self._acc_width, vw))),
+            "o_stream": Out(stream.Signature(VectorOutputs(fmts, vw))),
         })
 
     max_h = property(lambda self: self._max_h)
@@ -218,14 +246,16 @@ class VectorUnit(wiring.Component):
     stats_cycles = property(lambda self: self._stats_cycles)
     norm_steps = property(lambda self: self._norm_steps)
     banks = property(lambda self: self._banks)
+    vw = property(lambda self: self._vw)
 
     def token_period(self, h: int) -> float:
-        """Cycles per token sustained without stalls, at most (``banks`` tokens in flight)."""
-        return max(h, (2 * h + 10 + self._stats_cycles) / self._banks, self._stats_cycles)
+        """Cycles per token sustained without stalls, at most (``banks`` tokens in flight; ``H / vw`` beats a pass)."""
+        w = h // self._vw
+        return max(w, (2 * w + 10 + self._stats_cycles) / self._banks, self._stats_cycles)
 
     def token_cycles(self, h: int) -> int:
         """Cycles from a token's first accepted beat to its last result at the FIFO input, at most (no stalls)."""
-        return 2 * h + 9 + self._stats_cycles + self._latency
+        return 2 * (h // self._vw) + 9 + self._stats_cycles + self._latency
 
     def elaborate(self, platform):
         m = Module()
@@ -234,11 +264,13 @@ class VectorUnit(wiring.Component):
         fg, fbeta = f.ln_weight.frac, f.ln_bias.frac
         mant, pfrac = int(ln["mant_bits"]), int(ln["rsqrt_frac"])
         rbits, norm = int(ln["rsqrt_bits"]), int(ln["norm_frac"])
-        max_h, hb = self._max_h, self._hb
-        ab = bits_for(max_h - 1)
+        max_h, hb, vw = self._max_h, self._hb, self._vw
+        lw = vw.bit_length() - 1                    # log2 of the lanes: channel c is lane c % vw of word c // vw
+        ab = bits_for(max_h // vw - 1)              # word index within a token
         load, ins = self.p_stream, self.i_stream
 
-        # ---- parameter tables and the token buffer (``banks`` banks: bank b, channel i at word b * 2^ab + i)
+        # ---- parameter tables and the token buffer (``banks`` banks: bank b, word i at b * 2^ab + i), one
+        # memory of each per lane
         nb = self._banks
 
         def step(bank, last):
@@ -247,47 +279,57 @@ class VectorUnit(wiring.Component):
 
         dense_l = data.StructLayout({"scale": signed(f.scale.bits), "bias": signed(f.bias.bits)})
         lnp_l = data.StructLayout({"gamma": signed(f.ln_weight.bits), "beta": signed(f.ln_bias.bits)})
-        m.submodules.dense_mem = dense_mem = Memory(shape=dense_l, depth=max_h, init=[])
-        m.submodules.ln_mem = ln_mem = Memory(shape=lnp_l, depth=max_h, init=[])
-        m.submodules.buf = buf = Memory(shape=signed(f.residual.bits), depth=nb << ab, init=[])
-        dense_w, ln_w, buf_w = dense_mem.write_port(), ln_mem.write_port(), buf.write_port()
-        dense_r, ln_r, buf_r = dense_mem.read_port(), ln_mem.read_port(), buf.read_port()
+        dense_w, ln_w, buf_w, dense_r, ln_r, buf_r = [], [], [], [], [], []
+        for j in range(vw):
+            sfx = "" if vw == 1 else str(j)
+            m.submodules[f"dense_mem{sfx}"] = dm = Memory(shape=dense_l, depth=max_h // vw, init=[])
+            m.submodules[f"ln_mem{sfx}"] = lm = Memory(shape=lnp_l, depth=max_h // vw, init=[])
+            m.submodules[f"buf{sfx}"] = bm = Memory(shape=signed(f.residual.bits), depth=nb << ab, init=[])
+            dense_w.append(dm.write_port())
+            ln_w.append(lm.write_port())
+            buf_w.append(bm.write_port())
+            dense_r.append(dm.read_port())
+            ln_r.append(lm.read_port())
+            buf_r.append(bm.read_port())
         m.submodules.out_fifo = out_fifo = fifo.SyncFIFOBuffered(
             width=len(self.o_stream.payload.as_value()), depth=self._fifo_depth)
 
-        h = Signal(range(max_h + 1), init=max_h)    # token length
+        h = Signal(range(max_h + 1), init=max_h)    # token length (channels)
+        hwl = Signal(range(max_h // vw + 1), init=max_h // vw)     # its words (H / vw)
         k = Signal(range(self._max_k + 1))          # dot-product length of the accumulators
         busy = Signal(nb)      # bank holds a token (first beat taken .. last read issued)
         filled = Signal(nb)    # pass 1 done, statistics pending
         ready = Signal(nb)     # statistics done, pass 2 pending
         pipe_busy = Signal()
         idle = Signal()
-        m.d.comb += [
-            idle.eq((busy == 0) & ~pipe_busy),
-            load.ready.eq(idle),
-            dense_w.addr.eq(load.payload.addr), dense_w.data.scale.eq(load.payload.scale),
-            dense_w.data.bias.eq(load.payload.bias), dense_w.en.eq(load.valid & idle),
-            ln_w.addr.eq(load.payload.addr), ln_w.data.gamma.eq(load.payload.gamma),
-            ln_w.data.beta.eq(load.payload.beta), ln_w.en.eq(load.valid & idle),
-        ]
+        m.d.comb += [idle.eq((busy == 0) & ~pipe_busy), load.ready.eq(idle)]
+        lslot = load.payload.addr[:lw] if lw else Const(0)
+        for j in range(vw):
+            wen = load.valid & idle & (lslot == j)
+            m.d.comb += [
+                dense_w[j].addr.eq(load.payload.addr >> lw), dense_w[j].data.scale.eq(load.payload.scale),
+                dense_w[j].data.bias.eq(load.payload.bias), dense_w[j].en.eq(wen),
+                ln_w[j].addr.eq(load.payload.addr >> lw), ln_w[j].data.gamma.eq(load.payload.gamma),
+                ln_w[j].data.beta.eq(load.payload.beta), ln_w[j].en.eq(wen),
+            ]
         with m.If(load.valid & idle & load.payload.last):
-            m.d.sync += [h.eq(load.payload.addr + 1), k.eq(load.payload.k)]
+            m.d.sync += [h.eq(load.payload.addr + 1), hwl.eq((load.payload.addr + 1) >> lw), k.eq(load.payload.k)]
 
-        # ---- pass 1: y = scale/bias, s = residual add; buffer write; S and Q
+        # ---- pass 1: y = scale/bias, s = residual add; buffer write; S and Q (vw channels a beat)
         bw = bits_for(nb - 1)
         ctl_l = data.StructLayout({"valid": 1, "first": 1, "last": 1, "bank": bw, "idx": ab})
         in_bank = Signal(range(nb))
-        in_idx = Signal(range(max_h))
+        in_idx = Signal(range(max_h // vw))
         in_last = Signal()
         accept = Signal()
         busy_set = Signal(nb)
         busy_clr = Signal(nb)
         m.d.comb += [
-            in_last.eq(in_idx == h - 1),
+            in_last.eq(in_idx == hwl - 1),
             ins.ready.eq(~load.valid & ((in_idx != 0) | ~busy.bit_select(in_bank, 1))),
             accept.eq(ins.valid & ins.ready),
-            dense_r.addr.eq(in_idx), dense_r.en.eq(1),
         ]
+        m.d.comb += [x.addr.eq(in_idx) for x in dense_r] + [x.en.eq(1) for x in dense_r]
         with m.If(accept):
             m.d.sync += [in_idx.eq(Mux(in_last, 0, in_idx + 1)), in_bank.eq(step(in_bank, in_last))]
             with m.If(in_idx == 0):
@@ -297,48 +339,54 @@ class VectorUnit(wiring.Component):
                      c[0].bank.eq(in_bank), c[0].idx.eq(in_idx)]
         for i in range(1, 9):
             m.d.sync += c[i].eq(c[i - 1])
-        # datapath registers have no reset (no reset logic in front of the flip-flops)
-        acc1 = Signal(signed(self._acc_width), reset_less=True)
-        x1 = Signal(signed(f.layernorm.bits), reset_less=True)
-        m.d.sync += [acc1.eq(ins.payload.acc), x1.eq(ins.payload.x)]
-        # stage 2: the table word registered beside the data (memory clock-to-out kept off the math)
-        acc2, x2 = Signal.like(acc1), Signal.like(x1)
-        p2 = Signal(dense_l, reset_less=True)
-        m.d.sync += [acc2.eq(acc1), x2.eq(x1), p2.eq(dense_r.data)]
-        # stage 3: D = 2*acc - K
-        dd3 = Signal(signed(self._acc_width + 2))
-        x3, p3 = Signal.like(x1), Signal(dense_l)
-        m.d.sync += [dd3.eq((acc2 << 1) - k), x3.eq(x2), p3.eq(p2)]
-        # stage 4: alpha * D (one multiplier)
-        ad4 = Signal(signed(len(dd3) + f.scale.bits))
-        bias4, x4 = Signal(signed(f.bias.bits)), Signal.like(x1)
-        m.d.sync += [ad4.eq(p3.scale * dd3), bias4.eq(p3.bias), x4.eq(x3)]
-        # stage 5: the exact aligned sum on the grid F1
         f1 = max(fs, fb, fr)
-        z5 = Signal(signed(max(len(ad4) + f1 - fs, f.bias.bits + f1 - fb) + 1))
-        x5 = Signal.like(x1)
-        m.d.sync += [z5.eq((ad4 << (f1 - fs)) + (bias4 << (f1 - fb))), x5.eq(x4)]
-        # stage 6: floor onto the residual grid, saturate
-        y6, x6 = Signal(signed(f.residual.bits)), Signal.like(x1)
-        _sat(m, y6, z5 >> (f1 - fr), f.residual)
-        m.d.sync += x6.eq(x5)
-        # stage 7: residual add
         f2 = max(fr, fl)
-        s7 = Signal(signed(f.residual.bits))
-        _sat(m, s7, ((y6 << (f2 - fr)) + (x6 << (f2 - fl))) >> (f2 - fr), f.residual)
-        m.d.comb += [buf_w.addr.eq(Cat(c[7].idx, c[7].bank)), buf_w.data.eq(s7), buf_w.en.eq(c[7].valid)]
-        # stage 8: S, s^2; stage 9: Q. The sums of a finished token are kept per bank.
+        s7s = []
+        for j in range(vw):
+            def sg(shape, name, **kw):
+                return Signal(shape, name=f"{name}" if vw == 1 else f"{name}_{j}", **kw)
+            # datapath registers have no reset (no reset logic in front of the flip-flops)
+            acc1 = sg(signed(self._acc_width), "acc1", reset_less=True)
+            x1 = sg(signed(f.layernorm.bits), "x1", reset_less=True)
+            m.d.sync += [acc1.eq(ins.payload.acc[j]), x1.eq(ins.payload.x[j])]
+            # stage 2: the table word registered beside the data (memory clock-to-out kept off the math)
+            acc2, x2 = sg(signed(self._acc_width), "acc2", reset_less=True), sg(signed(f.layernorm.bits), "x2", reset_less=True)
+            p2 = sg(dense_l, "p2", reset_less=True)
+            m.d.sync += [acc2.eq(acc1), x2.eq(x1), p2.eq(dense_r[j].data)]
+            # stage 3: D = 2*acc - K
+            dd3 = sg(signed(self._acc_width + 2), "dd3")
+            x3, p3 = sg(signed(f.layernorm.bits), "x3"), sg(dense_l, "p3")
+            m.d.sync += [dd3.eq((acc2 << 1) - k), x3.eq(x2), p3.eq(p2)]
+            # stage 4: alpha * D (one multiplier)
+            ad4 = sg(signed(len(dd3) + f.scale.bits), "ad4")
+            bias4, x4 = sg(signed(f.bias.bits), "bias4"), sg(signed(f.layernorm.bits), "x4")
+            m.d.sync += [ad4.eq(p3.scale * dd3), bias4.eq(p3.bias), x4.eq(x3)]
+            # stage 5: the exact aligned sum on the grid F1
+            z5 = sg(signed(max(len(ad4) + f1 - fs, f.bias.bits + f1 - fb) + 1), "z5")
+            x5 = sg(signed(f.layernorm.bits), "x5")
+            m.d.sync += [z5.eq((ad4 << (f1 - fs)) + (bias4 << (f1 - fb))), x5.eq(x4)]
+            # stage 6: floor onto the residual grid, saturate
+            y6, x6 = sg(signed(f.residual.bits), "y6"), sg(signed(f.layernorm.bits), "x6")
+            _sat(m, y6, z5 >> (f1 - fr), f.residual)
+            m.d.sync += x6.eq(x5)
+            # stage 7: residual add
+            s7 = sg(signed(f.residual.bits), "s7")
+            _sat(m, s7, ((y6 << (f2 - fr)) + (x6 << (f2 - fl))) >> (f2 - fr), f.residual)
+            m.d.comb += [buf_w[j].addr.eq(Cat(c[7].idx, c[7].bank)), buf_w[j].data.eq(s7), buf_w[j].en.eq(c[7].valid)]
+            s7s.append(s7)
+        # stage 8: S (the beat's sum), s^2; stage 9: Q. The sums of a finished token are kept per bank.
         s_run = Signal(signed(self._s_width))
         s_next = Signal(signed(self._s_width))
-        sq8 = Signal(unsigned(2 * f.residual.bits))
+        sqs = [Signal(unsigned(2 * f.residual.bits), name="sq8" if vw == 1 else f"sq8_{j}") for j in range(vw)]
         q_run = Signal(unsigned(self._q_width))
         q_next = Signal(unsigned(self._q_width))
         s_bank = [Signal(signed(self._s_width), name=f"s_bank{b}") for b in range(nb)]
         q_bank = [Signal(unsigned(self._q_width), name=f"q_bank{b}") for b in range(nb)]
         filled_set = Signal(nb)
         filled_clr = Signal(nb)
-        m.d.comb += [s_next.eq(Mux(c[7].first, 0, s_run) + s7), q_next.eq(Mux(c[8].first, 0, q_run) + sq8)]
-        m.d.sync += sq8.eq((s7 * s7).as_unsigned())
+        m.d.comb += [s_next.eq(Mux(c[7].first, 0, s_run) + _tree_sum(s7s)),
+                     q_next.eq(Mux(c[8].first, 0, q_run) + _tree_sum(sqs))]
+        m.d.sync += [sq.eq((x * x).as_unsigned()) for sq, x in zip(sqs, s7s)]
         with m.If(c[7].valid):
             m.d.sync += s_run.eq(s_next)
             with m.If(c[7].last):
@@ -352,7 +400,6 @@ class VectorUnit(wiring.Component):
                     with m.If(c[8].bank == b):
                         m.d.sync += q_bank[b].eq(q_next)
                 m.d.comb += filled_set.eq(1 << c[8].bank)
-
         # ---- statistics engine: M = H*Q - S^2 + E, normalization, reciprocal square root
         st_bank = Signal(range(nb))
         acc_m = Signal(unsigned(self._m_width + 1))
@@ -426,19 +473,19 @@ class VectorUnit(wiring.Component):
                 m.d.sync += st_bank.eq(step(st_bank, 1))
                 m.next = "IDLE"
 
-        # ---- pass 2: d = H*s - S, n = (d*R) >> shift, out = sat(n*g + beta), bit = out >= 0
+        # ---- pass 2: d = H*s - S, n = (d*R) >> shift, out = sat(n*g + beta), bit = out >= 0 (vw channels a beat)
         out_bank = Signal(range(nb))
-        out_idx = Signal(range(max_h))
+        out_idx = Signal(range(max_h // vw))
         out_last = Signal()
         issue = Signal()
         ready_clr = Signal(nb)
         outstanding = Signal(range(self._fifo_depth + 1))
         m.d.comb += [
-            out_last.eq(out_idx == h - 1),
+            out_last.eq(out_idx == hwl - 1),
             issue.eq(ready.bit_select(out_bank, 1) & (outstanding < self._fifo_depth)),
-            buf_r.addr.eq(Cat(out_idx, out_bank)), buf_r.en.eq(1),
-            ln_r.addr.eq(out_idx), ln_r.en.eq(1),
         ]
+        m.d.comb += [x.addr.eq(Cat(out_idx, out_bank)) for x in buf_r] + [x.en.eq(1) for x in buf_r]
+        m.d.comb += [x.addr.eq(out_idx) for x in ln_r] + [x.en.eq(1) for x in ln_r]
         with m.If(issue):
             m.d.sync += [out_idx.eq(Mux(out_last, 0, out_idx + 1)), out_bank.eq(step(out_bank, out_last))]
             with m.If(out_last):
@@ -458,49 +505,55 @@ class VectorUnit(wiring.Component):
         def per_bank(regs, ctl):
             return Array(regs)[ctl.bank]
 
-        # stage 2: buffer and table words registered
-        x2o = Signal(signed(f.residual.bits), reset_less=True)
-        g2 = Signal(lnp_l, reset_less=True)
-        m.d.sync += [x2o.eq(buf_r.data), g2.eq(ln_r.data)]
         # The per-bank constants (S, R, shift) are selected one stage early and registered, so the
-        # bank multiplexer never sits in front of a multiplier or the shifter.
-        # stage 3: H*s
-        hx3 = Signal(signed(f.residual.bits + hb + 1))
-        g3 = Signal(lnp_l)
+        # bank multiplexer never sits in front of a multiplier or the shifter; the lanes share them.
         s3 = Signal(signed(self._s_width))
-        m.d.sync += [hx3.eq(x2o * h), g3.eq(g2), s3.eq(per_bank(s_bank, o[2]))]
-        # stage 4: d = H*s - S
-        d4 = Signal(signed(self._s_width + 1))
-        g4 = Signal(lnp_l)
         r4 = Signal(unsigned(rbits))
-        m.d.sync += [d4.eq(hx3 - s3), g4.eq(g3), r4.eq(per_bank(r_bank, o[3]))]
-        # stage 5: d*R partial products; stage 6: their sum
-        rhi, rlo = _split_product(m, d4, r4, "dr")
-        g5, g6 = Signal(lnp_l), Signal(lnp_l)
-        p6 = Signal(signed(len(d4) + rbits + 1))
+        shw = len(sh_bank[0])
         sh5, sh6, sh7 = (Signal(unsigned(shw), name=f"sh{i}") for i in (5, 6, 7))
-        m.d.sync += [g5.eq(g4), p6.eq(_join(rhi, rlo)), g6.eq(g5),
+        m.d.sync += [s3.eq(per_bank(s_bank, o[2])), r4.eq(per_bank(r_bank, o[3])),
                      sh5.eq(per_bank(sh_bank, o[4])), sh6.eq(sh5), sh7.eq(sh6)]
-        # stages 7, 8: the floor shift by shift = rsqrt_frac + s/2 - norm_frac >= 0, in two steps
-        t7 = Signal.like(p6)
-        g7 = Signal(lnp_l)
-        m.d.sync += [t7.eq(p6 >> Cat(Const(0, 2), sh6[2:])), g7.eq(g6)]
-        n8 = Signal(signed(norm + bits_for(int(max_h ** 0.5) + 1) + 2))
-        g8 = Signal(lnp_l)
-        m.d.sync += [n8.eq(t7 >> sh7[:2]), g8.eq(g7)]
-        # stage 9: n*g partial products; stage 10: their sum; stage 11: + beta on the grid F3
-        ghi, glo = _split_product(m, n8, g8.gamma, "ng")
-        beta9, beta10 = Signal(signed(f.ln_bias.bits)), Signal(signed(f.ln_bias.bits))
-        ng10 = Signal(signed(len(n8) + f.ln_weight.bits + 1))
-        m.d.sync += [beta9.eq(g8.beta), ng10.eq(_join(ghi, glo)), beta10.eq(beta9)]
         f3 = max(norm + fg, fbeta, fl)
-        z11 = Signal(signed(max(len(ng10) + f3 - norm - fg, f.ln_bias.bits + f3 - fbeta) + 1))
-        m.d.sync += z11.eq((ng10 << (f3 - norm - fg)) + (beta10 << (f3 - fbeta)))
-        # stage 12: floor onto the layernorm grid, saturate; stage 13: the FIFO input register
-        y12 = Signal(signed(f.layernorm.bits))
-        _sat(m, y12, z11 >> (f3 - fl), f.layernorm)
-        res = Signal(VectorOutput(f))
-        m.d.sync += [res.y.eq(y12), res.bit.eq(y12 >= 0), res.last.eq(o[12].last)]
+        res = Signal(self.o_stream.payload.shape())
+        for j in range(vw):
+            def sg(shape, name, **kw):
+                return Signal(shape, name=f"{name}" if vw == 1 else f"{name}_{j}", **kw)
+            # stage 2: buffer and table words registered
+            x2o = sg(signed(f.residual.bits), "x2o", reset_less=True)
+            g2 = sg(lnp_l, "g2", reset_less=True)
+            m.d.sync += [x2o.eq(buf_r[j].data), g2.eq(ln_r[j].data)]
+            # stage 3: H*s
+            hx3 = sg(signed(f.residual.bits + hb + 1), "hx3")
+            g3 = sg(lnp_l, "g3")
+            m.d.sync += [hx3.eq(x2o * h), g3.eq(g2)]
+            # stage 4: d = H*s - S
+            d4 = sg(signed(self._s_width + 1), "d4")
+            g4 = sg(lnp_l, "g4")
+            m.d.sync += [d4.eq(hx3 - s3), g4.eq(g3)]
+            # stage 5: d*R partial products; stage 6: their sum
+            rhi, rlo = _split_product(m, d4, r4, "dr" if vw == 1 else f"dr{j}")
+            g5, g6 = sg(lnp_l, "g5"), sg(lnp_l, "g6")
+            p6 = sg(signed(len(d4) + rbits + 1), "p6")
+            m.d.sync += [g5.eq(g4), p6.eq(_join(rhi, rlo)), g6.eq(g5)]
+            # stages 7, 8: the floor shift by shift = rsqrt_frac + s/2 - norm_frac >= 0, in two steps
+            t7 = sg(signed(len(d4) + rbits + 1), "t7")
+            g7 = sg(lnp_l, "g7")
+            m.d.sync += [t7.eq(p6 >> Cat(Const(0, 2), sh6[2:])), g7.eq(g6)]
+            n8 = sg(signed(norm + bits_for(int(max_h ** 0.5) + 1) + 2), "n8")
+            g8 = sg(lnp_l, "g8")
+            m.d.sync += [n8.eq(t7 >> sh7[:2]), g8.eq(g7)]
+            # stage 9: n*g partial products; stage 10: their sum; stage 11: + beta on the grid F3
+            ghi, glo = _split_product(m, n8, g8.gamma, "ng" if vw == 1 else f"ng{j}")
+            beta9, beta10 = sg(signed(f.ln_bias.bits), "beta9"), sg(signed(f.ln_bias.bits), "beta10")
+            ng10 = sg(signed(len(n8) + f.ln_weight.bits + 1), "ng10")
+            m.d.sync += [beta9.eq(g8.beta), ng10.eq(_join(ghi, glo)), beta10.eq(beta9)]
+            z11 = sg(signed(max(len(ng10) + f3 - norm - fg, f.ln_bias.bits + f3 - fbeta) + 1), "z11")
+            m.d.sync += z11.eq((ng10 << (f3 - norm - fg)) + (beta10 << (f3 - fbeta)))
+            # stage 12: floor onto the layernorm grid, saturate; stage 13: the FIFO input register
+            y12 = sg(signed(f.layernorm.bits), "y12")
+            _sat(m, y12, z11 >> (f3 - fl), f.layernorm)
+            m.d.sync += [res.y[j].eq(y12), res.bit[j].eq(y12 >= 0)]
+        m.d.sync += res.last.eq(o[12].last)
         assert lat == 13
         m.d.comb += [
             out_fifo.w_en.eq(o[13].valid),
@@ -516,3 +569,11 @@ class VectorUnit(wiring.Component):
             m.d.sync += outstanding.eq(outstanding - 1)
         m.d.comb += pipe_busy.eq(Cat(*(ci.valid for ci in c[1:]), *(oi.valid for oi in o[1:])).any())
         return m
+
+
+def _tree_sum(values):
+    """A balanced adder tree of Amaranth values."""
+    values = list(values)
+    while len(values) > 1:
+        values = [values[i] + values[i + 1] if i + 1 < len(values) else values[i] for i in range(0, len(values), 2)]
+    return values[0]

@@ -120,10 +120,24 @@ def encode_loads(job: VectorJob, fmts: VectorFormats, max_h: int, max_k: int) ->
                   k=job.k if i == job.h - 1 else 0, last=int(i == job.h - 1)) for i in range(job.h)]
 
 
-def encode_beats(job: VectorJob, fmts: VectorFormats, acc_width: int) -> list[int]:
-    """``VectorInput`` payloads, ``H`` per token in channel order."""
-    lay = VectorInput(fmts, acc_width)
-    return [_pack(lay, acc=a, x=xv) for t in range(job.tokens) for a, xv in zip(job.acc[t], job.x[t])]
+def encode_beats(job: VectorJob, fmts: VectorFormats, acc_width: int, vw: int = 1) -> list[int]:
+    """``VectorInput`` payloads, ``H`` per token in channel order; with ``vw > 1`` ``VectorInputs`` payloads
+    of ``vw`` channels each, ``H / vw`` per token."""
+    if vw == 1:
+        lay = VectorInput(fmts, acc_width)
+        return [_pack(lay, acc=a, x=xv) for t in range(job.tokens) for a, xv in zip(job.acc[t], job.x[t])]
+    if job.h % vw:
+        raise ValueError(f"H = {job.h} is not a multiple of vw = {vw}")
+    xb, am, xm = fmts.layernorm.bits, (1 << acc_width) - 1, (1 << fmts.layernorm.bits) - 1
+    beats = []
+    for t in range(job.tokens):
+        for c in range(0, job.h, vw):
+            w = 0
+            for j in range(vw):
+                w |= (int(job.acc[t, c + j]) & am) << (j * acc_width)
+                w |= (int(job.x[t, c + j]) & xm) << (vw * acc_width + j * xb)
+            beats.append(w)
+    return beats
 
 
 def expected_outputs(job: VectorJob, fmts: VectorFormats) -> list[tuple[int, int, int]]:
@@ -131,6 +145,20 @@ def expected_outputs(job: VectorJob, fmts: VectorFormats) -> list[tuple[int, int
     out, bits = vector_step(job.acc, job.x, job.k, job.scale, job.bias, job.gamma, job.beta, fmts)
     return [(int(out[t, i]), int(bits[t, i]), int(i == job.h - 1))
             for t in range(job.tokens) for i in range(job.h)]
+
+
+def decode_outputs(word: int, fmts: VectorFormats, vw: int) -> list[tuple[int, int, int]]:
+    """``VectorOutputs`` payload of ``vw`` channels to ``(y, bit, last)`` per channel (``last`` on the token's
+    last channel)."""
+    yb = fmts.layernorm.bits
+    out = []
+    for j in range(vw):
+        y = (word >> (j * yb)) & ((1 << yb) - 1)
+        y -= (1 << yb) if y >> (yb - 1) else 0
+        bit = (word >> (vw * yb + j)) & 1
+        last = (word >> (vw * yb + vw)) & 1
+        out.append((y, bit, int(bool(last) and j == vw - 1)))
+    return out
 
 
 def decode_output(word: int, fmts: VectorFormats) -> tuple[int, int, int]:

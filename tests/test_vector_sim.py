@@ -7,26 +7,29 @@ from bebert.golden.intops import Fmt
 from bebert.golden.vector import VectorFormats
 from bebert.hw.vector import VectorUnit
 from bebert.sim.streams import run_streams
-from bebert.sim.vector_jobs import KINDS, decode_output, encode_beats, encode_loads, expected_outputs, make_job
+from bebert.sim.vector_jobs import (KINDS, decode_output, decode_outputs, encode_beats, encode_loads, expected_outputs,
+                                    make_job)
 
 FMTS = VectorFormats.default(384)
 
 
-def run_jobs(max_h, max_k, jobs, *, fmts=FMTS, idle=0.0, stall=0.0, seed=0, banks=3):
+def run_jobs(max_h, max_k, jobs, *, fmts=FMTS, idle=0.0, stall=0.0, seed=0, banks=3, vw=1):
     """Load each job's table, stream its tokens, collect every output beat.
 
     Returns (got, want, cycles, dut); cycles counts clock edges until the last result was taken.
     """
-    dut = VectorUnit(max_h=max_h, max_k=max_k, fmts=fmts, banks=banks)
+    dut = VectorUnit(max_h=max_h, max_k=max_k, fmts=fmts, banks=banks, vw=vw)
     feeds, want = [], []
     for j in jobs:
         feeds += [(dut.p_stream, encode_loads(j, fmts, max_h, max_k)),
-                  (dut.i_stream, encode_beats(j, fmts, dut.acc_width))]
+                  (dut.i_stream, encode_beats(j, fmts, dut.acc_width, vw))]
         want += expected_outputs(j, fmts)
     n_in = sum(j.h * (j.tokens + 1) for j in jobs)
-    words, cycles = run_streams(dut, feeds, len(want), idle=idle, stall=stall, seed=seed,
+    words, cycles = run_streams(dut, feeds, len(want) // vw, idle=idle, stall=stall, seed=seed,
                                 max_cycles=n_in * 6 + sum(j.tokens for j in jobs) * 200 + 500)
-    return [decode_output(w, fmts) for w in words], want, cycles, dut
+    if vw == 1:
+        return [decode_output(w, fmts) for w in words], want, cycles, dut
+    return [o for w in words for o in decode_outputs(w, fmts, vw)], want, cycles, dut
 
 
 @pytest.mark.parametrize("max_h,max_k,hs", [
@@ -84,6 +87,41 @@ def test_rate_and_latency(h, banks):
         assert period == h, period
     steady = (cycles - h - dut.token_cycles(h)) / (tokens - 1)
     assert period - 20 <= steady <= period + 1, (steady, period)
+
+
+@pytest.mark.parametrize("vw", [2, 4])
+def test_wide_beats_random_and_edges(vw):
+    """``vw`` channels a beat: random tokens of several lengths (multiples of vw, down to one beat), every
+    edge kind, random input gaps and output stalls; exact against golden."""
+    rng = np.random.default_rng(40 + vw)
+    jobs = [make_job(rng, h, int(rng.integers(1, 385)), 3, FMTS, kind) for h in (32, vw, 3 * vw) for kind in KINDS]
+    got, want, _, _ = run_jobs(32, 384, jobs, idle=0.3, stall=0.4, seed=vw, vw=vw)
+    assert got == want
+
+
+@pytest.mark.parametrize("h, vw", [(384, 4), (200, 2)])
+def test_wide_beats_rate(h, vw):
+    """No stalls: ``vw`` channels a cycle sustained where the banks allow (the documented period with
+    ``H / vw`` beats a pass), and the lone token's latency."""
+    rng = np.random.default_rng(9)
+    job = make_job(rng, h, 100, 1, FMTS, "random")
+    _, _, cycles1, dut = run_jobs(h, 100, [job], vw=vw)
+    first = h + dut.token_cycles(h)
+    assert first - dut.norm_steps <= cycles1 <= first + 3, (cycles1, first)
+    tokens = 6
+    job = make_job(rng, h, 100, tokens, FMTS, "random")
+    got, want, cycles, dut = run_jobs(h, 100, [job], vw=vw)
+    assert got == want
+    period = dut.token_period(h)
+    steady = (cycles - h - dut.token_cycles(h)) / (tokens - 1)
+    assert period - 20 <= steady <= period + 1, (steady, period)
+    assert period < h / 1.5, period       # faster than one channel a cycle
+
+
+@pytest.mark.parametrize("vw", [3, 0, 64])
+def test_bad_vw(vw):
+    with pytest.raises(ValueError, match="vw .* must be a power of two dividing max_h"):
+        VectorUnit(max_h=32, max_k=8, fmts=FMTS, vw=vw)
 
 
 @pytest.mark.parametrize("bad", [dict(max_h=0, max_k=8), dict(max_h=8, max_k=True)])
