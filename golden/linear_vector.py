@@ -63,7 +63,7 @@ def linear_vector(x_packed: np.ndarray, w_packed: np.ndarray, k: int, scale, bia
 
 def expected_cycles(n: int, k: int, h: int, p: int, s: int, bits_per_cycle: float, latency: int, *,
                     word_bits: int = 16, pe_latency: int = 4, fetch_depth: int = 2, stats_cycles: int = 80,
-                    vector_latency: int = 13, banks: int = 3, detail: bool = False):
+                    vector_latency: int = 13, banks: int = 3, vw: int = 1, detail: bool = False):
     """Cycles of one command with an always-ready output (acceptance to the ``final`` transfer).
 
     The linear part is :func:`bebert.golden.linear.expected_cycles` (``raw=True``): its last group
@@ -71,10 +71,10 @@ def expected_cycles(n: int, k: int, h: int, p: int, s: int, bits_per_cycle: floa
     complete at ``C + (t+1)*F + pe_latency + FEED_OFFSET`` (``ready_t``). The vector unit
     (``stats_cycles`` = :attr:`bebert.hw.vector.VectorUnit.stats_cycles`) per token:
 
-    - pass 1 ``in_t = max(ready_t, in_{t-1} + H, out_{t-B})`` (``B = banks`` banks: a bank is free once
-      pass 2 of the token ``B`` before has read it), ``H`` cycles;
-    - statistics ``st_t = max(in_t + H + 9, st_{t-1}) + stats_cycles`` (one serial engine);
-    - pass 2 ``out_t = max(st_t, out_{t-1}) + H``;
+    - pass 1 ``in_t = max(ready_t, in_{t-1} + W, out_{t-B})`` (``W = H / vw`` beats of ``vw`` channels;
+      ``B = banks`` banks: a bank is free once pass 2 of the token ``B`` before has read it), ``W`` cycles;
+    - statistics ``st_t = max(in_t + W + 9, st_{t-1}) + stats_cycles`` (one serial engine);
+    - pass 2 ``out_t = max(st_t, out_{t-1}) + W``;
     - ``total = out_{n-1} + vector_latency + TAIL - 13``.
 
     ``stats_cycles`` is the statistics engine's worst case (its normalization takes ``1 ..
@@ -84,10 +84,13 @@ def expected_cycles(n: int, k: int, h: int, p: int, s: int, bits_per_cycle: floa
     4 over. Output backpressure is not modelled.
 
     ``detail=True`` returns a dict with ``total``, ``linear`` (the raw engine's own count) and
-    ``vector`` (``n*H``, the vector unit's input beats).
+    ``vector`` (``n*H/vw``, the vector unit's input beats).
     """
     if h < 1:
         raise ValueError(f"H must be a positive integer, not {h!r}")
+    if vw < 1 or h % vw:
+        raise ValueError(f"H = {h} must be a multiple of vw = {vw} (channels a beat)")
+    hw = h // vw                 # vector-unit beats a token
     lin = _linear.expected_cycles(n, k, h, p, s, bits_per_cycle, latency, word_bits=word_bits,
                                   pe_latency=pe_latency, fetch_depth=fetch_depth, raw=True)
     f_count = -(-k // s)
@@ -97,13 +100,13 @@ def expected_cycles(n: int, k: int, h: int, p: int, s: int, bits_per_cycle: floa
     outs: list[float] = []
     for t in range(n):
         ready = c_last + (t + 1) * f_count + pe_latency + FEED_OFFSET
-        i = max(ready, ins[-1] + h if ins else 0, outs[t - banks] if t >= banks else 0)
-        st = max(i + h + 9, sts[-1] if sts else 0) + stats_cycles
-        o = max(st, outs[-1] if outs else 0) + h
+        i = max(ready, ins[-1] + hw if ins else 0, outs[t - banks] if t >= banks else 0)
+        st = max(i + hw + 9, sts[-1] if sts else 0) + stats_cycles
+        o = max(st, outs[-1] if outs else 0) + hw
         ins.append(i)
         sts.append(st)
         outs.append(o)
     total = math.ceil(outs[-1] + vector_latency + TAIL - 13)
     if detail:
-        return {"total": total, "linear": lin, "vector": n * h}
+        return {"total": total, "linear": lin, "vector": n * hw}
     return total

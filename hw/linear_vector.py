@@ -7,7 +7,7 @@ The attention output projection and the FFN down-projection of a W1A1 layer:
 
 from __future__ import annotations
 
-from amaranth.hdl import Module, Mux, Signal, signed, unsigned
+from amaranth.hdl import Array, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
@@ -18,9 +18,16 @@ from ..golden.vector import VectorFormats
 from ._params import check_positive
 from ._params import pack_fields as _pack
 from .linear import ActivationLoad, LinearCodec, LinearCommand, LinearEngine
-from .vector import VectorInput, VectorLoad, VectorOutput, VectorUnit
+from .vector import VectorInput, VectorInputs, VectorLoad, VectorOutput, VectorOutputs, VectorUnit
 
 __all__ = ["ResidualLoad", "LinearVectorOutput", "LinearVectorCounters", "LinearVectorOp", "LinearVectorCodec"]
+
+
+class _Ends:
+    """``valid``, ``ready``, ``payload`` of one end of a stream inside a module."""
+
+    def __init__(self, valid, ready, payload):
+        self.valid, self.ready, self.payload = valid, ready, payload
 
 
 class ResidualLoad(data.StructLayout):
@@ -32,11 +39,13 @@ class ResidualLoad(data.StructLayout):
 
 class LinearVectorOutput(data.StructLayout):
     """An ``o_stream`` beat: ``y`` (LayerNorm output code), ``bit`` (``y >= 0``), ``last`` (the
-    token's last channel), ``final`` (the command's last beat)."""
+    token's last channel), ``final`` (the command's last beat). With ``vw > 1`` a beat carries ``vw``
+    consecutive channels: ``y[j]``, ``bit[j]`` (``last``: the token's last beat); for ``vw = 1`` the bits
+    are the same."""
 
-    def __init__(self, fmts: VectorFormats):
-        super().__init__({"y": signed(fmts.layernorm.bits), "bit": unsigned(1), "last": unsigned(1),
-                          "final": unsigned(1)})
+    def __init__(self, fmts: VectorFormats, vw: int = 1):
+        y = signed(fmts.layernorm.bits) if vw == 1 else data.ArrayLayout(signed(fmts.layernorm.bits), vw)
+        super().__init__({"y": y, "bit": unsigned(vw), "last": unsigned(1), "final": unsigned(1)})
 
 
 class LinearVectorCounters(data.StructLayout):
@@ -119,7 +128,7 @@ class LinearVectorOp(wiring.Component):
 
     def __init__(self, *, p: int, s: int, max_k: int, max_h: int, max_tokens: int, word_bits: int,
                  fmts: VectorFormats | None = None, addr_width: int = 24, fetch_depth: int = 2,
-                 counter_bits: int = 32, impl: str = "behavioral"):
+                 counter_bits: int = 32, impl: str = "behavioral", vw: int = 1):
         for name, v in (("P (output channels)", p), ("S (input bits per cycle)", s), ("max_k", max_k),
                         ("max_h", max_h), ("max_tokens", max_tokens), ("word_bits", word_bits),
                         ("counter_bits", counter_bits)):
@@ -127,17 +136,21 @@ class LinearVectorOp(wiring.Component):
         if fmts is not None and not isinstance(fmts, VectorFormats):
             self._MustUse__used = True
             raise TypeError(f"fmts must be a VectorFormats, not {type(fmts).__name__}")
+        if isinstance(vw, int) and not isinstance(vw, bool) and vw >= 1 and p % vw:
+            self._MustUse__used = True
+            raise ValueError(f"vw = {vw} channels a beat must divide P = {p} (a beat is a slice of a P-channel group)")
         try:
             self.engine = LinearEngine(p=p, s=s, max_k=max_k, max_n=max_h, max_tokens=max_tokens,
                                        word_bits=word_bits, addr_width=addr_width, fetch_depth=fetch_depth,
                                        counter_bits=counter_bits, impl=impl, raw=True)
-            self.vu = VectorUnit(max_h=max_h, max_k=max_k, fmts=fmts)
+            self.vu = VectorUnit(max_h=max_h, max_k=max_k, fmts=fmts, vw=vw)
         except (TypeError, ValueError):
             self._MustUse__used = True
             raise
         self._p, self._s, self._max_k, self._max_h = p, s, max_k, max_h
         self._max_tokens, self._word_bits, self._addr_width = max_tokens, word_bits, addr_width
         self._counter_bits = counter_bits
+        self._vw = vw
         self._fmts = self.vu.fmts
         self._g_max = -(-max_h // p)
         super().__init__({
@@ -147,7 +160,7 @@ class LinearVectorOp(wiring.Component):
             "c_stream": In(stream.Signature(LinearCommand(max_tokens, max_k, max_h, addr_width))),
             "req_stream": Out(stream.Signature(unsigned(addr_width))),
             "rsp_stream": In(stream.Signature(unsigned(word_bits))),
-            "o_stream": Out(stream.Signature(LinearVectorOutput(self._fmts))),
+            "o_stream": Out(stream.Signature(LinearVectorOutput(self._fmts, vw))),
             "counters": Out(LinearVectorCounters(counter_bits)),
             "running": Out(1),
             "v_stream": In(stream.Signature(VectorInput(self._fmts, self.vu.acc_width))),
@@ -162,18 +175,63 @@ class LinearVectorOp(wiring.Component):
     word_bits = property(lambda self: self._word_bits)
     fmts = property(lambda self: self._fmts)
     acc_width = property(lambda self: self.engine.acc_width)
+    vw = property(lambda self: self._vw)
 
     @property
     def codec(self) -> "LinearVectorCodec":
         """Payload encoders for this op's streams."""
         return LinearVectorCodec(p=self._p, s=self._s, max_k=self._max_k, max_h=self._max_h,
-                                 max_tokens=self._max_tokens, fmts=self._fmts, addr_width=self._addr_width)
+                                 max_tokens=self._max_tokens, fmts=self._fmts, addr_width=self._addr_width,
+                                 vw=self._vw)
 
     def expected_cycles(self, n: int, k: int, h: int, bits_per_cycle: float, latency: int, **kw):
         """:func:`bebert.golden.linear_vector.expected_cycles` with this op's parameters."""
         return _golden.expected_cycles(n, k, h, self._p, self._s, bits_per_cycle, latency,
                                        word_bits=self._word_bits, pe_latency=self.engine.pe.latency,
-                                       stats_cycles=self.vu.stats_cycles, vector_latency=self.vu.latency, **kw)
+                                       stats_cycles=self.vu.stats_cycles, vector_latency=self.vu.latency,
+                                       banks=self.vu.banks, vw=self._vw, **kw)
+
+    def _direct_path(self, m, in_shape, out_shape):
+        """The direct path's ends at the vector unit: ``(dv, dvo)`` with ``valid``, ``ready``, ``payload``
+        (``dv`` offers :class:`~bebert.hw.vector.VectorInputs` beats made of ``v_stream``'s, ``dvo`` takes
+        :class:`~bebert.hw.vector.VectorOutputs` beats out to ``vo_stream``, one channel at a time)."""
+        vw = self._vw
+        vi, vo = self.v_stream, self.vo_stream
+        dv = _Ends(Signal(name="dv_valid"), Signal(name="dv_ready"), Signal(in_shape, name="dv_payload"))
+        dvo = _Ends(Signal(name="dvo_valid"), Signal(name="dvo_ready"), Signal(out_shape, name="dvo_payload"))
+        if vw == 1:          # the same bits
+            m.d.comb += [dv.valid.eq(vi.valid), vi.ready.eq(dv.ready), dv.payload.eq(vi.payload.as_value()),
+                         vo.valid.eq(dvo.valid), dvo.ready.eq(vo.ready), vo.payload.eq(dvo.payload.as_value())]
+            return dv, dvo
+        # gather: vw beats into one (slot g_cnt), offered once whole
+        g_cnt = Signal(range(vw))
+        full = Signal()
+        m.d.comb += [vi.ready.eq(~full), dv.valid.eq(full)]
+        with m.If(vi.valid & ~full):
+            with m.Switch(g_cnt):
+                for j in range(vw):
+                    with m.Case(j):
+                        m.d.sync += [dv.payload.acc[j].eq(vi.payload.acc), dv.payload.x[j].eq(vi.payload.x)]
+            m.d.sync += g_cnt.eq(Mux(g_cnt == vw - 1, 0, g_cnt + 1))
+            with m.If(g_cnt == vw - 1):
+                m.d.sync += full.eq(1)
+        with m.If(dv.valid & dv.ready):
+            m.d.sync += full.eq(0)
+        # scatter: one result beat out as vw beats, channel j at a time
+        hold = Signal(out_shape)
+        holding = Signal()
+        s_cnt = Signal(range(vw))
+        m.d.comb += [dvo.ready.eq(~holding), vo.valid.eq(holding),
+                     vo.payload.y.eq(Array(hold.y[j] for j in range(vw))[s_cnt]),
+                     vo.payload.bit.eq(hold.bit.bit_select(s_cnt, 1)),
+                     vo.payload.last.eq(hold.last & (s_cnt == vw - 1))]
+        with m.If(dvo.valid & ~holding):
+            m.d.sync += [hold.eq(dvo.payload), holding.eq(1), s_cnt.eq(0)]
+        with m.If(vo.valid & vo.ready):
+            m.d.sync += s_cnt.eq(s_cnt + 1)
+            with m.If(s_cnt == vw - 1):
+                m.d.sync += holding.eq(0)
+        return dv, dvo
 
     def elaborate(self, platform):
         m = Module()
@@ -206,18 +264,28 @@ class LinearVectorOp(wiring.Component):
         # (between commands from r_stream; during one, each output code is written back over the residual it
         # was computed from, which the feed read earlier and never reads again: after the command the buffer
         # holds the output, the residual of a next command that is given no r_stream load)
-        m.submodules.rbuf = rbuf = Memory(shape=signed(self._fmts.layernorm.bits),
-                                          depth=self._max_tokens * self._max_h, init=[])
-        r_wr, r_rd = rbuf.write_port(), rbuf.read_port()
+        # (vw memories: code t*H + c in memory c % vw, word (t*H + c) // vw; a load writes one code a beat, the
+        # write-back vw)
+        vw = self._vw
+        lw = vw.bit_length() - 1
+        depth_w = self._max_tokens * self._max_h // vw
+        r_wrs, r_rds = [], []
+        for j in range(vw):
+            m.submodules["rbuf" if vw == 1 else f"rbuf{j}"] = rb_ = Memory(
+                shape=signed(self._fmts.layernorm.bits), depth=depth_w, init=[])
+            r_wrs.append(rb_.write_port())
+            r_rds.append(rb_.read_port())
         r_ptr = Signal(range(self._max_tokens * self._max_h))
-        wb_ptr = Signal(range(self._max_tokens * self._max_h))
+        wb_ptr = Signal(range(depth_w))
         gave = self.o_stream.valid & self.o_stream.ready
-        m.d.comb += [
-            self.r_stream.ready.eq(~running),
-            r_wr.addr.eq(Mux(running, wb_ptr, r_ptr)),
-            r_wr.data.eq(Mux(running, vu.o_stream.payload.y, self.r_stream.payload.x)),
-            r_wr.en.eq(Mux(running, gave, self.r_stream.valid)),
-        ]
+        m.d.comb += self.r_stream.ready.eq(~running)
+        r_slot = r_ptr[:lw] if lw else Const(0)
+        for j, r_wr in enumerate(r_wrs):
+            m.d.comb += [
+                r_wr.addr.eq(Mux(running, wb_ptr, r_ptr >> lw)),
+                r_wr.data.eq(Mux(running, vu.o_stream.payload.y[j], self.r_stream.payload.x)),
+                r_wr.en.eq(Mux(running, gave, self.r_stream.valid & (r_slot == j))),
+            ]
         with m.If(self.r_stream.valid & ~running):
             m.d.sync += r_ptr.eq(Mux(self.r_stream.payload.last, 0, r_ptr + 1))
         with m.If(accept):
@@ -252,12 +320,12 @@ class LinearVectorOp(wiring.Component):
         rd_active = Signal()
         rd_t = Signal(range(self._max_tokens))
         rd_c = Signal(range(self._max_h))
-        rd_i = Signal(range(p))
+        rd_i = Signal(range(p // vw))                      # beat (vw channels) within the group word
         rd_tbase = Signal(range(self._max_tokens * g_max + g_max))
         rd_addr = Signal(range(self._max_tokens * g_max + g_max))
-        rd_raddr = Signal(range(self._max_tokens * self._max_h))
+        rd_raddr = Signal(range(depth_w))
         b_valid = Signal()
-        b_lane = Signal(range(p))
+        b_lane = Signal(range(p // vw))
         advance = Signal()
         row_in = Signal()
         issue = Signal()
@@ -266,22 +334,26 @@ class LinearVectorOp(wiring.Component):
             advance.eq(~b_valid | vu.i_stream.ready),
             issue.eq(advance & rd_active & row_in),
             a_rd.addr.eq(rd_addr), a_rd.en.eq(advance),
-            r_rd.addr.eq(rd_raddr), r_rd.en.eq(advance),
         ]
+        m.d.comb += [r.addr.eq(rd_raddr) for r in r_rds] + [r.en.eq(advance) for r in r_rds]
         lanes = data.ArrayLayout(signed(aw), p)(a_rd.data)
-        feed_acc = Signal(signed(aw))
+        feed_acc = [Signal(signed(aw), name="feed_acc" if vw == 1 else f"feed_acc{j}") for j in range(vw)]
         with m.Switch(b_lane):
-            for i in range(p):
+            for i in range(p // vw):
                 with m.Case(i):
-                    m.d.comb += feed_acc.eq(lanes[i])
-        # between commands the vector unit is the direct path's (v_stream -> vo_stream)
-        vi = self.v_stream
+                    m.d.comb += [feed_acc[j].eq(lanes[i * vw + j]) for j in range(vw)]
+        # between commands the vector unit is the direct path's (v_stream -> vo_stream, one channel a beat;
+        # with vw > 1 through a gearbox that gathers vw beats into one and one result beat into vw)
+        dv, dvo = self._direct_path(m, vu.i_stream.payload.shape(), vu.o_stream.payload.shape())
         m.d.comb += [
-            vu.i_stream.valid.eq(Mux(running, b_valid, vi.valid)),
-            vu.i_stream.payload.x.eq(Mux(running, r_rd.data, vi.payload.x)),
-            vu.i_stream.payload.acc.eq(Mux(running, feed_acc, vi.payload.acc)),
-            vi.ready.eq(vu.i_stream.ready & ~running),
+            vu.i_stream.valid.eq(Mux(running, b_valid, dv.valid)),
+            dv.ready.eq(vu.i_stream.ready & ~running),
         ]
+        with m.If(running):
+            m.d.comb += [vu.i_stream.payload.x[j].eq(r_rds[j].data) for j in range(vw)]
+            m.d.comb += [vu.i_stream.payload.acc[j].eq(feed_acc[j]) for j in range(vw)]
+        with m.Else():
+            m.d.comb += vu.i_stream.payload.eq(dv.payload)
         with m.If(advance):
             m.d.sync += [b_valid.eq(issue), b_lane.eq(rd_i)]
         with m.If(accept):
@@ -289,26 +361,25 @@ class LinearVectorOp(wiring.Component):
                          rd_raddr.eq(0)]
         with m.Elif(issue):
             m.d.sync += rd_raddr.eq(rd_raddr + 1)
-            with m.If(rd_c == cmd.channels - 1):
+            with m.If(rd_c == cmd.channels - vw):
                 m.d.sync += [rd_c.eq(0), rd_i.eq(0), rd_t.eq(rd_t + 1), rd_tbase.eq(rd_tbase + g_max),
                              rd_addr.eq(rd_tbase + g_max)]
                 with m.If(rd_t == cmd.tokens - 1):
                     m.d.sync += rd_active.eq(0)
-            with m.Elif(rd_i == p - 1):
-                m.d.sync += [rd_c.eq(rd_c + 1), rd_i.eq(0), rd_addr.eq(rd_addr + 1)]
+            with m.Elif(rd_i == p // vw - 1):
+                m.d.sync += [rd_c.eq(rd_c + vw), rd_i.eq(0), rd_addr.eq(rd_addr + 1)]
             with m.Else():
-                m.d.sync += [rd_c.eq(rd_c + 1), rd_i.eq(rd_i + 1)]
+                m.d.sync += [rd_c.eq(rd_c + vw), rd_i.eq(rd_i + 1)]
 
         # ---- output: the vector unit's beats, the command's last one flagged
         out_t = Signal(range(self._max_tokens))
         final = vu.o_stream.payload.last & (out_t == cmd.tokens - 1)
-        vo = self.vo_stream
         m.d.comb += [
             self.o_stream.valid.eq(vu.o_stream.valid & running),
-            vo.valid.eq(vu.o_stream.valid & ~running),
-            vo.payload.eq(vu.o_stream.payload),
-            vu.o_stream.ready.eq(Mux(running, self.o_stream.ready, vo.ready)),
-            self.o_stream.payload.y.eq(vu.o_stream.payload.y),
+            dvo.valid.eq(vu.o_stream.valid & ~running),
+            dvo.payload.eq(vu.o_stream.payload),
+            vu.o_stream.ready.eq(Mux(running, self.o_stream.ready, dvo.ready)),
+            self.o_stream.payload.y.eq(vu.o_stream.payload.y if vw > 1 else vu.o_stream.payload.y[0]),
             self.o_stream.payload.bit.eq(vu.o_stream.payload.bit),
             self.o_stream.payload.last.eq(vu.o_stream.payload.last),
             self.o_stream.payload.final.eq(final),
@@ -346,12 +417,13 @@ class LinearVectorCodec:
     """Payload encoders/decoders of a :class:`LinearVectorOp`'s streams, from its parameters alone."""
 
     def __init__(self, *, p: int, s: int, max_k: int, max_h: int, max_tokens: int, fmts: VectorFormats,
-                 addr_width: int = 24):
+                 addr_width: int = 24, vw: int = 1):
         self.p, self.s, self.max_k, self.max_h, self.max_tokens, self.fmts = p, s, max_k, max_h, max_tokens, fmts
+        self.vw = vw
         self.linear = LinearCodec(p=p, s=s, max_k=max_k, max_n=max_h, max_tokens=max_tokens, addr_width=addr_width)
         self.p_layout = VectorLoad(fmts, max_h, max_k)
         self.r_layout = ResidualLoad(fmts)
-        self.o_layout = LinearVectorOutput(fmts)
+        self.o_layout = LinearVectorOutput(fmts, vw)
 
     def command(self, tokens: int, k: int, h: int, base: int) -> int:
         """A ``c_stream`` payload; ``ValueError`` outside the op's limits."""
@@ -364,6 +436,8 @@ class LinearVectorCodec:
     def params(self, k: int, scale, bias, gamma, beta) -> list[int]:
         """``p_stream`` payloads: one per channel, the last carrying ``k``."""
         h = len(scale)
+        if h % self.vw:
+            raise ValueError(f"a table of H = {h} channels: H must be a multiple of the {self.vw} channels a beat")
         if not (1 <= h <= self.max_h and 1 <= k <= self.max_k) or not len(bias) == len(gamma) == len(beta) == h:
             raise ValueError(f"a table of H = {h} channels (bias {len(bias)}, gamma {len(gamma)}, beta "
                              f"{len(beta)}) and K = {k} does not fit H <= {self.max_h}, K <= {self.max_k}")
@@ -378,15 +452,29 @@ class LinearVectorCodec:
         return [_pack(self.r_layout, x=v, last=int(i == len(flat) - 1)) for i, v in enumerate(flat)]
 
     def output(self, payload: int) -> tuple[int, int, int, int]:
-        """``o_stream`` payload -> ``(y, bit, last, final)``."""
-        lay = self.o_layout
-        yw = self.fmts.layernorm.bits
-        y = (payload >> lay["y"].offset) & ((1 << yw) - 1)
-        y -= (1 << yw) if y >> (yw - 1) else 0
-        return (y, (payload >> lay["bit"].offset) & 1, (payload >> lay["last"].offset) & 1,
-                (payload >> lay["final"].offset) & 1)
+        """``o_stream`` payload -> ``(y, bit, last, final)`` (one channel a beat; see :meth:`channels`)."""
+        if self.vw != 1:
+            raise ValueError(f"beats carry {self.vw} channels: use channels()")
+        return self.channels(payload)[0]
+
+    def channels(self, payload: int) -> list[tuple[int, int, int, int]]:
+        """``o_stream`` payload -> ``(y, bit, last, final)`` per channel of the beat (``last`` and ``final`` on
+        the beat's last channel only)."""
+        return lv_channels(payload, self.o_layout, self.fmts.layernorm.bits, self.vw)
 
     def counters(self, value: int, width: int = 32) -> dict[str, int]:
         """The ``counters`` port's bits -> a dict."""
         lay = LinearVectorCounters(width)
         return {name: (value >> lay[name].offset) & ((1 << width) - 1) for name in LinearVectorOp.COUNTERS}
+
+
+def lv_channels(payload: int, layout, yw: int, vw: int) -> list[tuple[int, int, int, int]]:
+    """A :class:`LinearVectorOutput` payload (``vw`` channels) -> ``(y, bit, last, final)`` per channel."""
+    out = []
+    last, final = (payload >> layout["last"].offset) & 1, (payload >> layout["final"].offset) & 1
+    for j in range(vw):
+        y = (payload >> (layout["y"].offset + j * yw)) & ((1 << yw) - 1)
+        y -= (1 << yw) if y >> (yw - 1) else 0
+        edge = j == vw - 1
+        out.append((y, (payload >> (layout["bit"].offset + j)) & 1, last & edge, final & edge))
+    return out

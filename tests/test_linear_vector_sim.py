@@ -56,12 +56,17 @@ def run_jobs(dut, jobs, *, latency=4, bw=None, stall=0.0, idle=0.0, seed=0):
     words, bases = layers_memory([_Layer(j) for j in jobs], dut.p, dut.s, wb, rng)
     timing = MemoryTiming(latency, bw or wb, wb)
     feeds, results = [], []
+    prev = None
     for j, base in zip(jobs, bases):
+        if getattr(j, "resume", False):   # no residual load: the previous command's outputs are the residual
+            j.residual = prev
         feeds += [(dut.x_stream, codec.activations(activation_beats(pack_bits(j.x), j.k, dut.s))),
-                  (dut.p_stream, codec.params(j.k, j.scale, j.bias, j.gamma, j.beta)),
-                  (dut.r_stream, codec.residuals(j.residual)),
-                  (dut.c_stream, [codec.command(j.n, j.k, j.h, base)])]
+                  (dut.p_stream, codec.params(j.k, j.scale, j.bias, j.gamma, j.beta))]
+        if not getattr(j, "resume", False):
+            feeds.append((dut.r_stream, codec.residuals(j.residual)))
+        feeds.append((dut.c_stream, [codec.command(j.n, j.k, j.h, base)]))
         out, bits, _ = j.golden(fmts)
+        prev = out
         want = [(int(out[t, c]), int(bits[t, c]), int(c == j.h - 1), int(t == j.n - 1 and c == j.h - 1))
                 for t in range(j.n) for c in range(j.h)]
         results.append(dict(want=want, got=[]))
@@ -78,7 +83,7 @@ def run_jobs(dut, jobs, *, latency=4, bw=None, stall=0.0, idle=0.0, seed=0):
             while len(res["got"]) < len(res["want"]):
                 while prng.random() < stall:
                     await ctx.tick()
-                res["got"].append(codec.output(await stream_get(ctx, dut.o_stream)))
+                res["got"] += codec.channels(await stream_get(ctx, dut.o_stream))
                 if res["got"][-1][3]:
                     break
             res["counters"] = {k: ctx.get(getattr(dut.counters, k)) for k in LinearVectorOp.COUNTERS}
@@ -93,7 +98,7 @@ def run_jobs(dut, jobs, *, latency=4, bw=None, stall=0.0, idle=0.0, seed=0):
             cycle += 1
             if cv and cr:
                 accepts.append(cycle)
-            if ov and orr and codec.output(payload)[3]:
+            if ov and orr and codec.channels(payload)[-1][3]:
                 finals.append(cycle)
 
     sim = Simulator(dut)
@@ -117,7 +122,7 @@ def check(res, job, dut):
     c = res["counters"]
     assert c["cycles"] == res["measured"], (c, res["measured"])
     assert c["busy"] == -(-job.h // dut.p) * job.n * -(-job.k // dut.s), c
-    assert c["vector_beats"] == job.n * job.h, c
+    assert c["vector_beats"] == job.n * job.h // dut.vw, c
     assert c["busy"] + c["stall_weights"] + c["stall_output"] <= c["cycles"], c
     assert c["vector_beats"] + c["vector_wait"] + c["vector_stalls"] <= c["cycles"], c
 
@@ -139,6 +144,45 @@ def test_random_jobs_with_stalls(p, s, word_bits, shapes):
     results = run_jobs(dut, jobs, latency=5, bw=word_bits / 2, stall=0.35, idle=0.3, seed=p + s)
     for res, job in zip(results, jobs):
         check(res, job, dut)
+
+
+@pytest.mark.parametrize("vw", [2, 4])
+def test_wide_beats_with_stalls_and_resume(vw):
+    """``vw`` channels a beat through the op (feed, residual buffer, output): random jobs of several shapes
+    back to back with stalls, then a command with no residual load (the outputs written back over the
+    residual buffer are its residual); exact."""
+    rng = np.random.default_rng(20 + vw)
+    shapes = [(3, 21, 16, "random"), (1, 13, 24, "saturate"), (5, 30, 8, "extremes"), (5, 19, 8, "random")]
+    dut = LinearVectorOp(p=4, s=8, max_k=30, max_h=24, max_tokens=5, word_bits=16, addr_width=12, vw=vw)
+    jobs = [random_job(rng, n, k, h, dut.fmts, kind) for n, k, h, kind in shapes]
+    jobs[-1].resume = True
+    results = run_jobs(dut, jobs, latency=5, bw=8.0, stall=0.35, idle=0.3, seed=vw)
+    for res, job in zip(results, jobs):
+        check(res, job, dut)
+
+
+@pytest.mark.parametrize("vw", [2, 4])
+def test_wide_beats_cycles(vw):
+    """Cycles against the model with ``vw`` channels a beat, vector bound (H / vw beats a token)."""
+    n, k, h, p, s, latency, bw = 6, 30, 32, 4, 8, 6, 16.0
+    rng = np.random.default_rng(vw)
+    dut = LinearVectorOp(p=p, s=s, max_k=k, max_h=h, max_tokens=n, word_bits=16, addr_width=12, vw=vw)
+    job = random_job(rng, n, k, h, dut.fmts)
+    (res,) = run_jobs(dut, [job], latency=latency, bw=bw)
+    check(res, job, dut)
+    model = dut.expected_cycles(n, k, h, bw, latency, detail=True)
+    slack = n * dut.vu.norm_steps
+    assert model["total"] - slack - 4 <= res["measured"] <= model["total"] + 4, (res["measured"], model)
+
+
+def test_wide_beats_bad_parameters():
+    with pytest.raises(ValueError, match="must divide P"):
+        LinearVectorOp(p=6, s=8, max_k=8, max_h=16, max_tokens=2, word_bits=16, vw=4)
+    from bebert.hw.linear_vector import LinearVectorCodec
+
+    codec = LinearVectorCodec(p=4, s=8, max_k=8, max_h=16, max_tokens=2, fmts=VectorFormats.default(16), vw=4)
+    with pytest.raises(ValueError, match="multiple of the 4 channels a beat"):
+        codec.params(8, *([[0] * 6] * 4))
 
 
 @pytest.mark.parametrize("n,k,h,p,s,latency,bw", [
