@@ -195,7 +195,7 @@ def encoder_layer(tensors, layer: int, heads: int, residual, fmts: VectorFormats
 def expected_cycles(n: int, hidden: int, heads: int, ffn: int, p: int, s: int, bits_per_cycle: float,
                     latency: int, *, word_bits: int = 16, kb: int = 4, pe_latency: int = 4, fetch_depth: int = 2,
                     stats_cycles: int = 80, vector_latency: int = 13, attn_latency: int = 8,
-                    prefetch: bool = False, detail: bool = False):
+                    prefetch: bool = False, vw: int = 1, banks: int = 3, detail: bool = False):
     """Cycles of one :class:`~bebert.hw.encoder.EncoderLayer` command (acceptance to the last output
     transfer) with an always-ready output, and per op (the hardware's per-op counters).
 
@@ -233,10 +233,10 @@ def expected_cycles(n: int, hidden: int, heads: int, ffn: int, p: int, s: int, b
         _pos(name, v)
     if prefetch:
         return _prefetched(n, hidden, heads, ffn, p, s, bits_per_cycle, latency, word_bits=word_bits, kb=kb,
-                           pe_latency=pe_latency, fetch_depth=fetch_depth, stats_cycles=stats_cycles,
+                           vw=vw, banks=banks, pe_latency=pe_latency, fetch_depth=fetch_depth, stats_cycles=stats_cycles,
                            vector_latency=vector_latency, attn_latency=attn_latency, detail=detail)
     lin = dict(word_bits=word_bits, pe_latency=pe_latency, fetch_depth=fetch_depth)
-    vec = dict(lin, stats_cycles=stats_cycles, vector_latency=vector_latency)
+    vec = dict(lin, stats_cycles=stats_cycles, vector_latency=vector_latency, vw=vw, banks=banks)
     fh, ff = -(-hidden // s), -(-ffn // s)
     ops = {
         "qkv": -(-3 * hidden // p) + _linear.expected_cycles(n, hidden, 3 * hidden, p, s, bits_per_cycle, latency,
@@ -260,16 +260,16 @@ def expected_cycles(n: int, hidden: int, heads: int, ffn: int, p: int, s: int, b
 PREFETCH_OVERHEAD = 0
 
 
-def _prefetched(n, hidden, heads, ffn, p, s, bits_per_cycle, latency, *, word_bits, kb, pe_latency, fetch_depth,
-                stats_cycles, vector_latency, attn_latency, detail):
+def _prefetched(n, hidden, heads, ffn, p, s, bits_per_cycle, latency, *, word_bits, kb, vw, banks, pe_latency,
+                fetch_depth, stats_cycles, vector_latency, attn_latency, detail):
     fast = expected_cycles(n, hidden, heads, ffn, p, s, word_bits, 2, word_bits=word_bits, kb=kb,
                            pe_latency=pe_latency, fetch_depth=fetch_depth, stats_cycles=stats_cycles,
-                           vector_latency=vector_latency, attn_latency=attn_latency, detail=True)
+                           vector_latency=vector_latency, attn_latency=attn_latency, vw=vw, banks=banks, detail=True)
     offs = layer_offsets(hidden, ffn, p, s, word_bits)
     ends = {"qkv": offs["attn_out"], "attn_out": offs["ffn_in"], "ffn_in": offs["ffn_out"], "ffn_out": offs["words"]}
     kdim = {"qkv": hidden, "attn_out": hidden, "ffn_in": hidden, "ffn_out": ffn}
     vec = dict(word_bits=word_bits, pe_latency=pe_latency, fetch_depth=fetch_depth, stats_cycles=stats_cycles,
-               vector_latency=vector_latency)
+               vector_latency=vector_latency, vw=vw, banks=banks)
     pace = word_bits / bits_per_cycle
     t, out = 0.0, {}
     for op in OPS:

@@ -22,7 +22,7 @@ from ._params import check_positive
 from ._params import pack_fields as _pack
 from .attention import AttentionKind, BiAttention
 from .linear import LinearEngine
-from .linear_vector import LinearVectorOp, LinearVectorOutput
+from .linear_vector import LinearVectorOp, LinearVectorOutput, lv_channels
 from .threshold import ThresholdEntry, ThresholdLoad
 from .vector import VectorInput, VectorLoad, VectorOutput
 
@@ -243,7 +243,7 @@ class EncoderLayer(wiring.Component):
 
     def __init__(self, *, hidden: int, heads: int, ffn: int, max_tokens: int, p: int, s: int, word_bits: int,
                  kb: int = 4, fmts: VectorFormats | None = None, addr_width: int = 24, fetch_depth: int = 2,
-                 counter_bits: int = 32, impl: str = "behavioral"):
+                 counter_bits: int = 32, impl: str = "behavioral", vw: int = 1):
         for name, v in (("hidden", hidden), ("heads", heads), ("ffn", ffn), ("max_tokens", max_tokens),
                         ("P (output channels)", p), ("S (input bits per cycle)", s), ("word_bits", word_bits),
                         ("kb (keys per cycle)", kb), ("counter_bits", counter_bits)):
@@ -254,6 +254,9 @@ class EncoderLayer(wiring.Component):
         if fmts is not None and not isinstance(fmts, VectorFormats):
             self._MustUse__used = True
             raise TypeError(f"fmts must be a VectorFormats, not {type(fmts).__name__}")
+        if isinstance(vw, int) and vw >= 1 and (s % vw or hidden % vw):
+            self._MustUse__used = True
+            raise ValueError(f"vw = {vw} channels a beat must divide S = {s} and the hidden size {hidden}")
         try:
             self.eng = LinearEngine(p=p, s=s, max_k=hidden, max_n=max(3 * hidden, ffn), max_tokens=max_tokens,
                                     word_bits=word_bits, addr_width=addr_width, fetch_depth=fetch_depth,
@@ -261,7 +264,7 @@ class EncoderLayer(wiring.Component):
             self.lv = LinearVectorOp(p=p, s=s, max_k=max(hidden, ffn), max_h=hidden, max_tokens=max_tokens,
                                      word_bits=word_bits, fmts=fmts if fmts is not None else VectorFormats.default(hidden),
                                      addr_width=addr_width, fetch_depth=fetch_depth, counter_bits=counter_bits,
-                                     impl=impl)
+                                     impl=impl, vw=vw)
             self.att = BiAttention(d=hidden // heads, max_len=max_tokens, kb=kb, impl=impl)
         except (TypeError, ValueError):
             self._MustUse__used = True
@@ -270,6 +273,7 @@ class EncoderLayer(wiring.Component):
         self._max_tokens, self._p, self._s, self._word_bits = max_tokens, p, s, word_bits
         self._addr_width, self._fetch_depth, self._counter_bits, self._kb = addr_width, fetch_depth, counter_bits, kb
         self._fmts = self.lv.fmts
+        self._vw = vw
         self._gq, self._gf = -(-3 * hidden // p), -(-ffn // p)
         # buffer word widths: the bit buffer takes P-bit pieces and gives S- and d-bit ones, the context
         # buffer takes d-bit pieces and gives S-bit ones (see elaborate)
@@ -283,7 +287,7 @@ class EncoderLayer(wiring.Component):
             "c_stream": In(stream.Signature(EncoderCommand(max_tokens, addr_width))),
             "req_stream": Out(stream.Signature(unsigned(addr_width))),
             "rsp_stream": In(stream.Signature(unsigned(word_bits))),
-            "o_stream": Out(stream.Signature(LinearVectorOutput(self._fmts))),
+            "o_stream": Out(stream.Signature(LinearVectorOutput(self._fmts, vw))),
             "counters": Out(EncoderCounters(counter_bits)),
             "running": Out(1),
             "vp_stream": In(stream.Signature(VectorLoad(self._fmts, hidden, max(hidden, ffn)))),
@@ -301,19 +305,21 @@ class EncoderLayer(wiring.Component):
     fmts = property(lambda self: self._fmts)
     acc_width = property(lambda self: self.eng.acc_width)
     offsets = property(lambda self: dict(self._offsets))
+    vw = property(lambda self: self._vw)
 
     @property
     def codec(self) -> "EncoderCodec":
         """Payload encoders for this layer's streams."""
         return EncoderCodec(hidden=self._h, ffn=self._f, p=self._p, max_tokens=self._max_tokens, fmts=self._fmts,
-                            acc_width=self.eng.acc_width, addr_width=self._addr_width)
+                            acc_width=self.eng.acc_width, addr_width=self._addr_width, vw=self._vw)
 
     def expected_cycles(self, n: int, bits_per_cycle: float, latency: int, **kw):
         """:func:`bebert.golden.encoder.expected_cycles` with this layer's parameters."""
         return _golden.expected_cycles(n, self._h, self._a, self._f, self._p, self._s, bits_per_cycle, latency,
                                        word_bits=self._word_bits, kb=self._kb, pe_latency=self.eng.pe.latency,
                                        fetch_depth=self._fetch_depth, stats_cycles=self.lv.vu.stats_cycles,
-                                       vector_latency=self.lv.vu.latency, attn_latency=self.att.latency, **kw)
+                                       vector_latency=self.lv.vu.latency, attn_latency=self.att.latency,
+                                       vw=self._vw, banks=self.lv.vu.banks, **kw)
 
     @staticmethod
     def _merge(m, acc_rd, acc_wr, mem_wr, row, slot, piece, slots, width, valid, whole, addr):
@@ -472,15 +478,19 @@ class EncoderLayer(wiring.Component):
 
         # ---- bit packer: sign bits into the engine's activation buffer, S per beat, F = ceil(H/S)
         # per token. Sources: the layer input (idle) or the attn_out op's output.
-        pk_valid, pk_bit, pk_final, pk_ready = Signal(), Signal(), Signal(), Signal()
+        # (one bit a beat from the layer input, vw from the op's output beats)
+        vw = self._vw
+        pk_valid, pk_bits, pk_final, pk_ready = Signal(), Signal(vw), Signal(), Signal()
+        pk_n = Signal(range(vw + 1))
         xw = Signal(s)
         xb = Signal(range(s))
         xc = Signal(range(h))
         emit = Signal()
         word = Signal(s)
         m.d.comb += [
-            emit.eq((xb == s - 1) | (xc == h - 1) | pk_final),
-            word.eq(xw | (pk_bit << xb)[:s]),
+            pk_n.eq(Mux(idle, 1, vw)),
+            emit.eq((xb + pk_n == s) | (xc + pk_n == h) | pk_final),
+            word.eq(xw | (pk_bits << xb)[:s]),
             pk_ready.eq(~emit | eng.x_stream.ready),
             eng.x_stream.valid.eq(pk_valid & emit),
             eng.x_stream.payload.data.eq(word),
@@ -490,8 +500,8 @@ class EncoderLayer(wiring.Component):
             with m.If(emit):
                 m.d.sync += [xw.eq(0), xb.eq(0)]
             with m.Else():
-                m.d.sync += [xw.eq(word), xb.eq(xb + 1)]
-            m.d.sync += xc.eq(Mux((xc == h - 1) | pk_final, 0, xc + 1))
+                m.d.sync += [xw.eq(word), xb.eq(xb + pk_n)]
+            m.d.sync += xc.eq(Mux((xc + pk_n == h) | pk_final, 0, xc + pk_n))
         with m.Elif(accept):
             m.d.sync += [xw.eq(0), xb.eq(0), xc.eq(0)]
 
@@ -509,14 +519,14 @@ class EncoderLayer(wiring.Component):
         # the linear + vector op's output through a three-entry FIFO with registered outputs (amaranth's
         # SyncFIFOBuffered): no combinational path from the op's pipeline through the bit packer, the engine's
         # activation load and the phase logic back into it (it was the whole design's critical path, 22.7 ns)
-        lvo, _ = _registered(m, "lvo_q", lv.o_stream, LinearVectorOutput(self._fmts))
+        lvo, _ = _registered(m, "lvo_q", lv.o_stream, LinearVectorOutput(self._fmts, self._vw))
         # attn_out's output: its bits into the packer (the FFN1 input); ffn_out's: out on o_stream and its bits
         # into the packer too (the next layer's Q/K/V input, for a command given without an input load). The
         # codes need no copy: the op writes its outputs back over its residual buffer.
         m.d.comb += [
             pk_valid.eq(Mux(idle, ins.valid & lv.r_stream.ready,
                             lvo.valid & (in_ao | in_fo & self.o_stream.ready))),
-            pk_bit.eq(Mux(idle, ~ins.payload.x[-1], lvo.payload.bit)),
+            pk_bits.eq(Mux(idle, ~ins.payload.x[-1], lvo.payload.bit)),
             pk_final.eq(Mux(idle, ins.payload.last, lvo.payload.final)),
             lvo.ready.eq(Mux(in_ao, pk_ready, in_fo & self.o_stream.ready & pk_ready)),
             self.o_stream.valid.eq(lvo.valid & in_fo & pk_ready),
@@ -660,15 +670,16 @@ class EncoderCodec:
     """Payload encoders/decoders of an :class:`EncoderLayer`'s streams, from its parameters alone."""
 
     def __init__(self, *, hidden: int, ffn: int, p: int, max_tokens: int, fmts: VectorFormats, acc_width: int,
-                 addr_width: int = 24):
+                 addr_width: int = 24, vw: int = 1):
         self.h, self.f, self.p, self.max_tokens, self.fmts = hidden, ffn, p, max_tokens, fmts
+        self.vw = vw
         self.acc_width = acc_width
         self.groups = -(-3 * hidden // p) + -(-ffn // p)
         self.i_layout = EncoderInput(fmts)
         self.t_layout = ThresholdLoad(p, acc_width, self.groups)
         self.p_layout = EncoderParamLoad(fmts, hidden)
         self.c_layout = EncoderCommand(max_tokens, addr_width)
-        self.o_layout = LinearVectorOutput(fmts)
+        self.o_layout = LinearVectorOutput(fmts, vw)
 
     def inputs(self, x) -> list[int]:
         """``i_stream`` payloads of the layer input ``x`` ``(n, H)`` codes, token major, the last flagged."""
@@ -719,13 +730,14 @@ class EncoderCodec:
         return _pack(self.c_layout, tokens=tokens, keys=keys, base=base)
 
     def output(self, payload: int) -> tuple[int, int, int, int]:
-        """``o_stream`` payload -> ``(y, bit, last, final)``."""
-        lay = self.o_layout
-        yw = self.fmts.layernorm.bits
-        y = (payload >> lay["y"].offset) & ((1 << yw) - 1)
-        y -= (1 << yw) if y >> (yw - 1) else 0
-        return (y, (payload >> lay["bit"].offset) & 1, (payload >> lay["last"].offset) & 1,
-                (payload >> lay["final"].offset) & 1)
+        """``o_stream`` payload -> ``(y, bit, last, final)`` (one channel a beat; see :meth:`channels`)."""
+        if self.vw != 1:
+            raise ValueError(f"beats carry {self.vw} channels: use channels()")
+        return self.channels(payload)[0]
+
+    def channels(self, payload: int) -> list[tuple[int, int, int, int]]:
+        """``o_stream`` payload -> ``(y, bit, last, final)`` per channel of the beat."""
+        return lv_channels(payload, self.o_layout, self.fmts.layernorm.bits, self.vw)
 
     def counters(self, value: int, width: int = 32) -> dict[str, int]:
         """The ``counters`` port's bits -> a dict."""

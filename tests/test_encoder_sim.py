@@ -82,7 +82,7 @@ def run_jobs(dut, tensors, jobs, words, bases, timing, *, idle=0.2, seed=0):
             while len(res["out"]) < len(x) * dut.hidden:
                 while prng.random() < job.get("stall", 0.0):
                     await ctx.tick()
-                res["out"].append(codec.output(await stream_get(ctx, dut.o_stream)))
+                res["out"] += codec.channels(await stream_get(ctx, dut.o_stream))
                 if res["out"][-1][3]:
                     break
             await ctx.tick().until(~dut.running)
@@ -109,10 +109,10 @@ def run_jobs(dut, tensors, jobs, words, bases, timing, *, idle=0.2, seed=0):
             if av and ar:
                 att_rows.append(ap & ((1 << dut.att.d) - 1))
             if lv and lr:
-                lv_cmds[-1].append(codec.output(lp))
-                if codec.output(lp)[3]:
+                lv_cmds[-1] += codec.channels(lp)
+                if lv_cmds[-1][-1][3]:
                     lv_cmds.append([])
-            if ov and orr and codec.output(op)[3]:
+            if ov and orr and codec.channels(op)[-1][3]:
                 finals.append(cycle)
 
     sim = Simulator(dut)
@@ -160,15 +160,16 @@ def check_counters(dut, res, n):
     assert sum(c[op] for op in OPS) == c["cycles"], c
     busy = n * (-(-3 * h // p) * -(-h // s) + -(-h // p) * -(-h // s) + -(-f // p) * -(-h // s) + -(-h // p) * -(-f // s))
     assert c["busy"] == busy, c
-    assert c["vector_beats"] == 2 * n * h, c
+    assert c["vector_beats"] == 2 * n * h // dut.vw, c
     assert c["attn_beats"] == 2 * HEADS * n, c
     assert c["busy"] + c["stall_weights"] + c["stall_output"] <= c["cycles"], c
 
 
-def test_tiny_model_two_layers(tiny):
+@pytest.mark.parametrize("vw", [1, 4])
+def test_tiny_model_two_layers(tiny, vw):
     """Layer 0 on the golden taps of two sentences (lengths 6 and 4), layer 1 on the hardware's own layer-0
     output, and sentence 2 padded to 6 tokens with a key mask, then its layer 1 with no input load (the
-    layer-0 output left in place); every intermediate exact; counters; cycles
+    layer-0 output left in place); one channel a beat and four (vw); every intermediate exact; counters; cycles
     against the model (jobs without output backpressure)."""
     model, taps, lens = tiny
     tensors = model.member(0)
@@ -176,7 +177,7 @@ def test_tiny_model_two_layers(tiny):
     rng = np.random.default_rng(7)
     latency, bw = int(rng.integers(3, 12)), float(rng.uniform(6.0, 16.0))   # a random memory
     dut = EncoderLayer(hidden=HIDDEN, heads=HEADS, ffn=FFN, max_tokens=8, p=4, s=8, word_bits=16, kb=4,
-                       fmts=fmts, addr_width=12)
+                       fmts=fmts, addr_width=12, vw=vw)
     pad = rng.integers(0, 1 << 16, size=5, dtype=np.uint64)
     imgs = [layer_image(tensors, li, dut.p, dut.s, dut.word_bits) for li in range(LAYERS)]
     words = np.concatenate([pad, *imgs, pad[:3]])
