@@ -53,7 +53,7 @@ class AccelTop(wiring.Component):
 
 
 def build_top(model_path, *, p: int = 2, s: int = 32, lanes: int = 2, prefetch: int = 4096, word_bits: int = 16,
-              max_tokens: int = 16, kb: int = 4):
+              max_tokens: int = 16, kb: int = 4, vw: int = 1):
     """``(model, AccelTop, Accelerator)`` of the W1A1 deployment file ``model_path`` in a configuration."""
     from ..golden.accelerator import AccelSpec, model_layout
     from ..hw.accelerator import Accelerator
@@ -63,7 +63,7 @@ def build_top(model_path, *, p: int = 2, s: int = 32, lanes: int = 2, prefetch: 
     spec = AccelSpec.from_int_model(model, p, s, word_bits)
     aw = max(16, (model_layout(spec)["words"] - 1).bit_length())
     acc = Accelerator(spec, lanes=lanes, prefetch=prefetch, max_tokens=min(max_tokens, spec.max_len),
-                      addr_width=aw, impl="ecp5", kb=kb)
+                      addr_width=aw, impl="ecp5", kb=kb, vw=vw)
     return model, AccelTop(acc), acc
 
 
@@ -71,7 +71,7 @@ def synth_accelerator(model_path, *, p: int = 2, s: int = 32, lanes: int = 2, pr
                       word_bits: int = 16, max_tokens: int = 16, device: str = "LFE5U-85F",
                       target_mhz: float = GOAL_MHZ, workdir: Path | None = None, seed: int = 1,
                       per_block: bool = False, pnr: bool = True, router: str = "router1",
-                      bitstream: bool = False, kb: int = 4) -> dict:
+                      bitstream: bool = False, kb: int = 4, vw: int = 1) -> dict:
     """Synthesise the accelerator of the W1A1 deployment file ``model_path``; the JSON row.
 
     ``per_block`` adds the per-block breakdown (:func:`breakdown`, native yosys); ``pnr=False`` skips the
@@ -83,13 +83,13 @@ def synth_accelerator(model_path, *, p: int = 2, s: int = 32, lanes: int = 2, pr
         raise ValueError(f"unknown ECP5 device {device!r}; known: {', '.join(DEVICES)}")
     work = Path(workdir) if workdir else Path(tempfile.mkdtemp(prefix="bebert-synth-"))
     model, top, acc = build_top(model_path, p=p, s=s, lanes=lanes, prefetch=prefetch, word_bits=word_bits,
-                                max_tokens=max_tokens, kb=kb)
+                                max_tokens=max_tokens, kb=kb, vw=vw)
     d = model.dims
     row = dict(model=str(model_path), device=device, target_mhz=float(target_mhz),
                dims=dict(hidden=d["hidden_size"], layers=d["num_layers"], heads=d["num_heads"], ffn=d["ffn_size"],
                          members=int(model.members)),
                P=p, S=s, lanes=lanes, prefetch=prefetch, word_bits=word_bits, max_tokens=acc.max_tokens,
-               addr_width=acc._addr_width, kb=kb)
+               addr_width=acc._addr_width, kb=kb, vw=vw)
     dev = DEVICES[device]
     if per_block:
         bd = breakdown(top, "accel_top", work / "breakdown")
@@ -333,6 +333,7 @@ def add_arguments(ap) -> None:
     ap.add_argument("--word-bits", type=int, help="memory word width (demo-ecp5: 16)")
     ap.add_argument("--max-tokens", type=int, help="longest sequence (demo-ecp5: 16)")
     ap.add_argument("--kb", type=int, help="Bi-Attention keys per cycle (demo-ecp5: 4)")
+    ap.add_argument("--vw", type=int, help="vector-unit channels a cycle (demo-ecp5: 1)")
     ap.add_argument("--device", choices=sorted(DEVICES), help="ECP5 part (default: the preset's, LFE5U-85F)")
     ap.add_argument("--freq", type=float, default=GOAL_MHZ, help="clock constraint in MHz (default 125)")
     ap.add_argument("--seed", type=int, default=1, help="nextpnr placement seed")
@@ -358,7 +359,7 @@ def run(args) -> int:
         raise ValueError("--bitstream needs the place and route (drop --no-pnr)")
     from ..hw.presets import apply
 
-    preset = apply(args, ("p", "s", "lanes", "prefetch", "word_bits", "max_tokens", "kb"),
+    preset = apply(args, ("p", "s", "lanes", "prefetch", "word_bits", "max_tokens", "kb", "vw"),
                    need_built="bebert synth accelerator")
     args.device = args.device or "LFE5U-85F"
     print(f"synthesising the accelerator of {args.model} (P={args.p} x S={args.s}, {args.lanes} lane(s)) for "
@@ -366,7 +367,8 @@ def run(args) -> int:
     row = synth_accelerator(args.model, p=args.p, s=args.s, lanes=args.lanes, prefetch=args.prefetch,
                             word_bits=args.word_bits, max_tokens=args.max_tokens, device=args.device,
                             target_mhz=args.freq, workdir=args.workdir, seed=args.seed, per_block=args.breakdown,
-                            pnr=not args.no_pnr, router=args.router, bitstream=args.bitstream, kb=args.kb)
+                            pnr=not args.no_pnr, router=args.router, bitstream=args.bitstream, kb=args.kb,
+                            vw=args.vw)
     row["command"] = "bebert " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     if row["lut4"] is not None:
         print(f"LUT4 {row['lut4']} ({row['lut4_share']:.0%})  FF {row['ff']}  EBR {row['ebr']}  MULT18 {row['mult18']}  "

@@ -246,7 +246,7 @@ OVERHEAD = {"embed": -11, "load": 6, "run": 2, "head": 12, "combine": 1}
 def expected_cycles(spec: AccelSpec, n: int, bits_per_cycle: float, latency: int, *, kb: int = 4,
                     pe_latency: int = 4, fetch_depth: int = 2, stats_cycles: int = 80, vector_latency: int = 13,
                     attn_latency: int = 8, reader_depth: int = 16, lanes: int = 1, prefetch: bool = False,
-                    detail: bool = False):
+                    vw: int = 1, detail: bool = False):
     """Cycles of one inference (command acceptance to the last output transfer), always-ready output.
 
     The parameter reader streams words at ``pace = max(word_bits / bits_per_cycle, (latency + 3) /
@@ -282,7 +282,7 @@ def expected_cycles(spec: AccelSpec, n: int, bits_per_cycle: float, latency: int
     for k in rounds:
         one = _member_cycles(spec, lay, n, bits_per_cycle / k, latency, kb=kb, pe_latency=pe_latency,
                              fetch_depth=fetch_depth, stats_cycles=stats_cycles, vector_latency=vector_latency,
-                             attn_latency=attn_latency, reader_depth=reader_depth, prefetch=prefetch)
+                             attn_latency=attn_latency, reader_depth=reader_depth, prefetch=prefetch, vw=vw)
         res["embed"] += one["embed"]
         res["head"] += one["head"] + (k - 1) * spec.labels
         for li in range(spec.layers):
@@ -295,7 +295,7 @@ def expected_cycles(spec: AccelSpec, n: int, bits_per_cycle: float, latency: int
 
 
 def _member_cycles(spec, lay, n, bits_per_cycle, latency, *, kb, pe_latency, fetch_depth, stats_cycles,
-                   vector_latency, attn_latency, reader_depth, prefetch) -> dict:
+                   vector_latency, attn_latency, reader_depth, prefetch, vw=1) -> dict:
     """One member's ``embed``, ``layer`` (each), ``load`` (each layer's) and ``head`` cycles, rounded up."""
     h, iv = spec.hidden, spec.word_bits / bits_per_cycle
     pace = max(iv, (latency + 3) / reader_depth)
@@ -320,7 +320,7 @@ def _member_cycles(spec, lay, n, bits_per_cycle, latency, *, kb, pe_latency, fet
     run = _enc.expected_cycles(n, h, spec.heads, spec.ffn, spec.p, spec.s, bits_per_cycle, latency,
                                word_bits=spec.word_bits, kb=kb, pe_latency=pe_latency, fetch_depth=fetch_depth,
                                stats_cycles=stats_cycles, vector_latency=vector_latency,
-                               attn_latency=attn_latency, prefetch=prefetch) + OVERHEAD["run"]
+                               attn_latency=attn_latency, prefetch=prefetch, vw=vw) + OVERHEAD["run"]
     records = stream(spec.groups * lay["wpr_thr"] + 2 * h * lay["wpr_vec"])
     load0 = max(records, n * h) + OVERHEAD["load"]       # the first layer: its input replayed meanwhile
     load = records + OVERHEAD["load"]                     # later layers run on the previous output in place

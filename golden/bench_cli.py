@@ -67,6 +67,7 @@ def _bench_presets() -> dict:
         pr = HW[name]
         out[key] = dict(p=pr.p, s=pr.s, lanes=pr.lanes, word_bits=pr.word_bits, bits_per_cycle=pr.bits_per_cycle,
                         latency=pr.latency, prefetch=bool(pr.prefetch), clock_mhz=pr.clock_mhz, name=name, kb=pr.kb,
+                        vw=pr.vw,
                         what=f"preset {name}: {pr.what}")
     return out
 
@@ -253,7 +254,7 @@ def _cycle_row(model, preset: str, n: int) -> dict:
     spec = AccelSpec.from_int_model(model, pr["p"], pr["s"], pr["word_bits"])
     lanes = min(pr["lanes"], model.members)
     cycles = expected_cycles(spec, n, pr["bits_per_cycle"], pr["latency"] - 1, lanes=lanes, prefetch=pr["prefetch"],
-                             kb=pr["kb"])
+                             kb=pr["kb"], vw=pr["vw"])
     perf = performance(model.meta["config"], n, HwParams(p=pr["p"], s=pr["s"], lanes=lanes,
                                                          bits_per_cycle=pr["bits_per_cycle"]), model.members)
     mhz, clock_source = preset_clock(preset)

@@ -132,16 +132,18 @@ class Accelerator(wiring.Component):
     error : Out(1)
         A lane's weight prefetch saw a request out of sequence (sticky until reset; a design error, never
         expected).
-    tap_valid, tap_y : Out(E), Out(E * layernorm bits)
-        Observation only (for testbenches; unused in a design they cost nothing): lane ``e``'s activation
-        buffer writes, ``tap_valid[e]`` with the code in ``tap_y[e*b:(e+1)*b]``: the embedding LayerNorm
-        outputs, then each layer's outputs (``n*H`` codes each, token major), member after member.
+    tap_valid, tap_y : Out(E * vw), Out(E * vw * layernorm bits)
+        Observation only (for testbenches; unused in a design they cost nothing): lane ``e``'s LayerNorm
+        outputs, ``tap_valid[e*vw + j]`` with the code in ``tap_y[(e*vw + j)*b:(e*vw + j + 1)*b]`` (slots ``j``
+        in channel order): the embedding LayerNorm outputs (one a cycle, slot 0), then each layer's outputs
+        (``n*H`` codes each, token major, ``vw`` a beat), member after member.
 
     Parameters
     ----------
     spec : :class:`bebert.golden.accelerator.AccelSpec` (dimensions, formats, ``P``, ``S``, word width).
     max_tokens : longest sequence (default ``spec.max_len``).
-    kb, addr_width, fetch_depth, counter_bits, impl : as :class:`~bebert.hw.encoder.EncoderLayer`.
+    kb, addr_width, fetch_depth, counter_bits, impl, vw : as :class:`~bebert.hw.encoder.EncoderLayer` (``vw``:
+        channels a beat through the layers' vector unit and out of them).
     lanes : ensemble-parallel lanes ``E`` (``1..M``).
     reader_depth : words each lane's parameter reader keeps in flight.
     tag_depth : requests in flight on the shared memory port (``E > 1``).
@@ -154,7 +156,8 @@ class Accelerator(wiring.Component):
 
     def __init__(self, spec: AccelSpec, *, lanes: int = 1, max_tokens: int | None = None, kb: int = 4,
                  addr_width: int = 24, fetch_depth: int = 2, counter_bits: int = 32, reader_depth: int = 16,
-                 tag_depth: int = 32, prefetch: int = 0, prefetch_inflight: int = 32, impl: str = "behavioral"):
+                 tag_depth: int = 32, prefetch: int = 0, prefetch_inflight: int = 32, impl: str = "behavioral",
+                 vw: int = 1):
         if not isinstance(spec, AccelSpec):
             self._MustUse__used = True
             raise TypeError(f"spec must be an AccelSpec, not {type(spec).__name__}")
@@ -176,12 +179,13 @@ class Accelerator(wiring.Component):
             self.encs = [EncoderLayer(hidden=spec.hidden, heads=spec.heads, ffn=spec.ffn, max_tokens=mt, p=spec.p,
                                       s=spec.s, word_bits=spec.word_bits, kb=kb, fmts=spec.vfmts,
                                       addr_width=addr_width, fetch_depth=fetch_depth, counter_bits=counter_bits,
-                                      impl=impl) for _ in range(lanes)]
+                                      impl=impl, vw=vw) for _ in range(lanes)]
             self.enc = self.encs[0]
         except (TypeError, ValueError):
             self._MustUse__used = True
             raise
         self.spec, self._mt, self._kb, self._fetch_depth = spec, mt, kb, fetch_depth
+        self.vw = vw
         self.lanes, self._tag_depth, self.prefetch = lanes, tag_depth, prefetch
         self.prefetch_inflight = prefetch_inflight if prefetch else 0
         self._reader_depth, self._counter_bits, self._addr_width = reader_depth, counter_bits, addr_width
@@ -196,8 +200,8 @@ class Accelerator(wiring.Component):
             "counters": Out(AccelCounters(self.COUNTERS, counter_bits)),
             "running": Out(1),
             "error": Out(1),
-            "tap_valid": Out(lanes),
-            "tap_y": Out(lanes * spec.fmt["layernorm"].bits),
+            "tap_valid": Out(lanes * vw),
+            "tap_y": Out(lanes * vw * spec.fmt["layernorm"].bits),
         })
 
     max_tokens = property(lambda self: self._mt)
@@ -213,7 +217,7 @@ class Accelerator(wiring.Component):
                                        pe_latency=enc.eng.pe.latency, fetch_depth=self._fetch_depth,
                                        stats_cycles=enc.lv.vu.stats_cycles, vector_latency=enc.lv.vu.latency,
                                        attn_latency=enc.att.latency, reader_depth=self._reader_depth,
-                                       lanes=self.lanes, prefetch=bool(self.prefetch), **kw)
+                                       lanes=self.lanes, prefetch=bool(self.prefetch), vw=self.vw, **kw)
 
     def elaborate(self, platform):
         m = Module()
@@ -298,7 +302,9 @@ class Accelerator(wiring.Component):
         yb = f["layernorm"].bits
         for e, ln in enumerate(lanes):
             m.d.comb += ln["rsp_data"].eq(self.rsp_stream.payload)
-            m.d.comb += [self.tap_valid[e].eq(ln["tap"][0]), self.tap_y[e * yb:(e + 1) * yb].eq(ln["tap"][1])]
+            vw = self.vw
+            for j, (tv, ty) in enumerate(ln["tap"]):
+                m.d.comb += [self.tap_valid[e * vw + j].eq(tv), self.tap_y[(e * vw + j) * yb:(e * vw + j + 1) * yb].eq(ty)]
         m.d.comb += self.error.eq(_tree_sum([ln["error"] for ln in lanes]) != 0)
 
         # ------------------------------------------------------------------ outputs and the combine unit
@@ -686,16 +692,21 @@ class Accelerator(wiring.Component):
         pool_pop = sig(1, "pool_pop")
         m.d.comb += eo.ready.eq(1)
         run_take = eo.valid & in_layer & lrun
-        with m.If(run_take & (a_ptr < h)):
-            m.d.sync += x0[:h].eq(Cat(x0[1:h], eo.payload.bit)) if h > 1 else x0[0].eq(eo.payload.bit)
+        vw = self.vw
+        with m.If(run_take & (a_ptr < h)):      # vw bits a beat, channel order
+            m.d.sync += x0[:h].eq(Cat(x0[vw:h], eo.payload.bit)) if h > vw else x0[:h].eq(eo.payload.bit)
         with m.Elif(pool_pop):
             m.d.sync += x0.eq(Cat(x0[wb:], x0[:wb])) if wpp > 1 else []
-        m.d.comb += [a_wr.addr.eq(a_ptr), a_wr.en.eq(Mux(in_layer, run_take, emb_take & l_embed)),
-                     a_wr.data.eq(Mux(in_layer, eo.payload.y, vu.o_stream.payload.y))]
-        with m.If(a_wr.en):
-            m.d.sync += a_ptr.eq(a_ptr + 1)
+        # the activation buffer holds the embedding LayerNorm's output, the first layer's input: later layers
+        # run on their predecessor's output where the encoder layer left it, so their outputs are not stored
+        m.d.comb += [a_wr.addr.eq(a_ptr), a_wr.en.eq(emb_take & l_embed), a_wr.data.eq(vu.o_stream.payload.y)]
+        with m.If(a_wr.en | run_take):
+            m.d.sync += a_ptr.eq(a_ptr + Mux(in_layer, vw, 1))
         yb = f["layernorm"].bits
-        tap = (a_wr.en, a_wr.data)
+        # taps: the embedding's codes (slot 0), then every layer output beat's vw codes
+        eo_y = [eo.payload.y] if vw == 1 else [eo.payload.y[j] for j in range(vw)]
+        tap = [(Mux(in_layer, run_take, a_wr.en) if j == 0 else run_take, Mux(in_layer, eo_y[j], a_wr.data))
+               for j in range(vw)]
         with m.If(enc.c_stream.valid & enc.c_stream.ready):
             m.d.sync += [lrun.eq(1), a_ptr.eq(0)]
         with m.If(run_take & eo.payload.final):

@@ -35,6 +35,7 @@ class Preset:
     onchip_kbit: int = 0       # on-chip memory left for weights (Kbit; 0: weights off chip): see the presets' text
     model: str = ""            # the shipped deployment file sized for the preset (relative to the repository)
     kb: int = 4                # Bi-Attention keys per cycle (its 2 * kb * d product cells)
+    vw: int = 1                # channels a beat through the vector unit (LayerNorm) and the layer outputs
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -55,7 +56,7 @@ PRESETS: dict[str, Preset] = {p.name: p for p in (
                 "(3,511 Kbit) nor the full-width ensemble (21.6 Mbit); the word and position tables are read per "
                 "token from off-chip memory (bebert pareto)",
            clock_mhz=125.0, onchip_kbit=(208 - 92) * 18, model="checkpoints/sst2-w1a1-h256-l2-m1.safetensors",
-           kb=16),
+           kb=16, vw=4),
     Preset("tiny-ice40", "iCE40UP5K", p=2, s=32, lanes=1, prefetch=0, word_bits=64, bits_per_cycle=64.0,
            latency=2, max_tokens=64, weights="on chip (SPRAM), 64 bits per cycle from the four 16-bit SPRAMs",
            built=False, clock_mhz=40.0, onchip_kbit=4 * 256, model="checkpoints/sst2-w1a1-h128-l2-m2.safetensors",
@@ -67,7 +68,7 @@ PRESETS: dict[str, Preset] = {p.name: p for p in (
 
 #: The hardware options a preset sets (argparse ``dest`` names); where no preset is named, :func:`apply` takes
 #: the demo configuration's.
-HW_OPTIONS = ("p", "s", "lanes", "prefetch", "word_bits", "bits_per_cycle", "latency", "max_tokens", "kb")
+HW_OPTIONS = ("p", "s", "lanes", "prefetch", "word_bits", "bits_per_cycle", "latency", "max_tokens", "kb", "vw")
 
 
 def get(name: str) -> Preset:
@@ -96,11 +97,11 @@ def apply(args, options=HW_OPTIONS, *, need_built: str | None = None) -> Preset 
 
 def table() -> str:
     """The presets as a Markdown table (``bebert presets``)."""
-    lines = ["| preset | device | P x S | lanes | keys/cycle | prefetch | word bits | bits/cycle | latency | max tokens | "
-             "clock (assumed) | on-chip weight memory | RTL | weights |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| preset | device | P x S | lanes | keys/cycle | vector channels/cycle | prefetch | word bits | bits/cycle | "
+             "latency | max tokens | clock (assumed) | on-chip weight memory | RTL | weights |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for p in PRESETS.values():
-        lines.append(f"| {p.name} | {p.device} | {p.p} x {p.s} | {p.lanes} | {p.kb} | {p.prefetch} | {p.word_bits} | "
+        lines.append(f"| {p.name} | {p.device} | {p.p} x {p.s} | {p.lanes} | {p.kb} | {p.vw} | {p.prefetch} | {p.word_bits} | "
                      f"{p.bits_per_cycle:g} | {p.latency} | {p.max_tokens} | {p.clock_mhz:g} MHz | "
                      f"{f'{p.onchip_kbit:,} Kbit' if p.onchip_kbit else 'off chip'} | {'built' if p.built else 'not built'} | "
                      f"{p.weights} |")

@@ -25,6 +25,8 @@ CONFIGS = [
     dict(p=4, s=16, lanes=2, prefetch=1024, word_bits=16, bits_per_cycle=16.0, latency=12, n=16),
     # a wide array on a wide memory with 16 attention keys a cycle (edge-ecp5's kb): the non-GEMM paths count
     dict(p=16, s=64, lanes=2, prefetch=4096, word_bits=256, bits_per_cycle=256.0, latency=2, n=16, kb=16),
+    # ... and with four vector channels a cycle (edge-ecp5's vw)
+    dict(p=16, s=64, lanes=2, prefetch=4096, word_bits=256, bits_per_cycle=256.0, latency=2, n=16, kb=16, vw=4),
 ]
 
 
@@ -45,14 +47,14 @@ def check_config(model_path, ids, cfg: dict, *, seed: int = 1) -> dict:
     lanes = min(cfg["lanes"], int(model.members))
     rep = run_inference(model_path, spec, [dict(ids=[int(i) for i in ids], types=[0] * n, length=n)], lanes=lanes,
                         prefetch=cfg["prefetch"], max_tokens=n, report_name="perf_check", latency=cfg["latency"],
-                        kb=cfg.get("kb", 4),
+                        kb=cfg.get("kb", 4), vw=cfg.get("vw", 1),
                         bits_per_cycle=cfg["bits_per_cycle"], check_cycles=False, seed=seed)
     job = rep["jobs"][0]
     measured = int(job["counters"]["cycles"])
     # the testbench's memory answers a read `latency` cycles after the request; the model counts the wait
     # between them (latency - 1), as bebert perf and bebert bench do
     predicted = int(expected_cycles(spec, n, cfg["bits_per_cycle"], max(cfg["latency"] - 1, 1), lanes=lanes,
-                                    prefetch=bool(cfg["prefetch"]), kb=cfg.get("kb", 4)))
+                                    prefetch=bool(cfg["prefetch"]), kb=cfg.get("kb", 4), vw=cfg.get("vw", 1)))
     return {"config": dict(cfg, n=n, lanes=lanes), "model_cycles": predicted, "verilator_cycles": measured,
             "error_pct": round(100.0 * (predicted - measured) / measured, 3), "agree": bool(job["agree"]),
             "build_seconds": rep["build_seconds"], "sim_seconds": rep["sim_seconds"]}

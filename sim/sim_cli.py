@@ -55,7 +55,7 @@ def _check_args(args) -> None:
     apply(args, need_built="bebert sim")
     if lanes is None:              # the preset's lanes, or fewer for a smaller ensemble: decided with the model
         args.lanes_cap, args.lanes = args.lanes, None
-    for name in ("p", "s", "lanes", "word_bits", "latency", "max_tokens", "kb"):
+    for name in ("p", "s", "lanes", "word_bits", "latency", "max_tokens", "kb", "vw"):
         v = getattr(args, name)
         if v is not None and v < 1:
             raise ValueError(f"--{name.replace('_', '-')} must be a positive integer, not {v}")
@@ -148,7 +148,8 @@ def run(args) -> int:
 
     words = model_layout(spec)["words"]
     aw = max(16, (words - 1).bit_length())
-    dut = Accelerator(spec, lanes=args.lanes, prefetch=args.prefetch, max_tokens=mt, addr_width=aw, kb=args.kb)
+    dut = Accelerator(spec, lanes=args.lanes, prefetch=args.prefetch, max_tokens=mt, addr_width=aw, kb=args.kb,
+                      vw=args.vw)
     d = model.dims
     print(f"model {args.model}: H={d['hidden_size']}, {d['num_layers']} layers, {d['num_heads']} heads, "
           f"F={d['ffn_size']}, {spec.members} member(s), {spec.labels} labels, task {model.meta.get('task')}")
@@ -168,7 +169,8 @@ def run(args) -> int:
     if report_path.exists():
         report_path.unlink()
     cfg = dict(model=str(Path(args.model).resolve()), p=spec.p, s=spec.s, word_bits=spec.word_bits, max_tokens=mt,
-               addr_width=aw, lanes=args.lanes, prefetch=args.prefetch, kb=args.kb, image=str(image), jobs=jobs, latency=args.latency, bits_per_cycle=args.bits_per_cycle,
+               addr_width=aw, lanes=args.lanes, prefetch=args.prefetch, kb=args.kb, vw=args.vw, image=str(image),
+               jobs=jobs, latency=args.latency, bits_per_cycle=args.bits_per_cycle,
                strict=False, check_cycles=False, report=str(report_path), seed=1)
     print(f"simulating {len(jobs)} sentence(s) in Verilator (cocotb) ...", flush=True)
     t1 = time.monotonic()
@@ -250,6 +252,8 @@ def add_parser(sub) -> None:
     p.add_argument("--max-tokens", type=int,
                    help="longest sentence the built accelerator takes (demo-ecp5: 16; one build per value)")
     p.add_argument("--kb", type=int, help="Bi-Attention keys per cycle (demo-ecp5: 4)")
+    p.add_argument("--vw", type=int, help="channels a cycle through the vector unit (LayerNorm) and out of the "
+                                          "layers: a power of two dividing P, S and H (demo-ecp5: 1)")
     p.add_argument("--truncate", action="store_true", help="cut longer sentences to --max-tokens (with a notice)")
     p.add_argument("--vocab", help="WordPiece vocab.txt (default: MiniLM's, as training)")
     p.add_argument("--wave", metavar="FILE",

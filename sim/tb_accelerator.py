@@ -91,13 +91,15 @@ def wrapper_verilog(dut, inner: str = "accelerator", top: str = "accel_tb") -> s
             continue
         decl.append(f"{d} wire {rng}{name}")
         conn.append(f".{name}({name})")
-    lanes, yb = dut.lanes, dut.spec.fmt["layernorm"].bits
+    lanes, yb, vw = dut.lanes, dut.spec.fmt["layernorm"].bits, dut.vw
     conn += [".tap_valid(tap_valid)", ".tap_y(tap_y)"]
-    # one signed wire per lane: Verilator printed $signed(tap_y[15:0]) with the neighbouring lane's bits above
-    tap_wires = "\n".join(f"  wire signed [{yb - 1}:0] tap_y{e} = tap_y[{(e + 1) * yb - 1}:{e * yb}];"
-                           for e in range(lanes))
-    tap_writes = "\n".join(f"      if (tap_valid[{e}]) $fwrite(tapf, \"%0d %0d\\n\", {e}, tap_y{e});"
-                           for e in range(lanes))
+    # one signed wire per lane and slot: Verilator printed $signed(tap_y[15:0]) with the neighbouring lane's bits
+    # above; a lane's slots in channel order, one line each
+    slots = [(e, j, e * vw + j) for e in range(lanes) for j in range(vw)]
+    tap_wires = "\n".join(f"  wire signed [{yb - 1}:0] tap_y{i} = tap_y[{(i + 1) * yb - 1}:{i * yb}];"
+                           for _, _, i in slots)
+    tap_writes = "\n".join(f"      if (tap_valid[{i}]) $fwrite(tapf, \"%0d %0d\\n\", {e}, tap_y{i});"
+                           for e, _, i in slots)
     conn += [".req_stream__valid(req_valid)", ".req_stream__ready(1'b1)", ".req_stream__payload(req_addr)",
              ".rsp_stream__valid(rsp_valid)", ".rsp_stream__ready(rsp_ready)", ".rsp_stream__payload(rsp_data)"]
     decl += ["input wire mem_load", "input wire [31:0] mem_words", "input wire [15:0] mem_latency",
@@ -116,8 +118,8 @@ module {top} (
   wire rsp_valid;
   wire rsp_ready;
   wire [{wb - 1}:0] rsp_data;
-  wire [{lanes - 1}:0] tap_valid;
-  wire [{lanes * yb - 1}:0] tap_y;
+  wire [{lanes * vw - 1}:0] tap_valid;
+  wire [{lanes * vw * yb - 1}:0] tap_y;
 {tap_wires}
   // every activation-buffer write of every lane (the layer taps), "lane code" per line, flushed with each
   // output beat and in reset; the testbench compares them with the golden model's taps
@@ -201,13 +203,14 @@ def _deep(fn):
     return box["out"]
 
 
-def build_name(spec, max_tokens: int, addr_width: int, lanes: int = 1, prefetch: int = 0, kb: int = 4) -> str:
+def build_name(spec, max_tokens: int, addr_width: int, lanes: int = 1, prefetch: int = 0, kb: int = 4,
+               vw: int = 1) -> str:
     """Build folder name: the dimensions, the tiles and a hash of everything baked into the RTL."""
     key = repr((spec, max_tokens, addr_width) + ((lanes,) if lanes > 1 else ()) + ((prefetch,) if prefetch else ())
-               + ((f"kb{kb}",) if kb != 4 else ()) + BUILD_FLAGS).encode()
+               + ((f"kb{kb}",) if kb != 4 else ()) + ((f"vw{vw}",) if vw != 1 else ()) + BUILD_FLAGS).encode()
     return (f"accel__H{spec.hidden}_A{spec.heads}_F{spec.ffn}_L{spec.layers}_M{spec.members}_P{spec.p}_S{spec.s}"
             f"_W{spec.word_bits}_T{max_tokens}{f'_E{lanes}' if lanes > 1 else ''}{f'_pf{prefetch}' if prefetch else ''}"
-            f"{f'_kb{kb}' if kb != 4 else ''}"
+            f"{f'_kb{kb}' if kb != 4 else ''}{f'_vw{vw}' if vw != 1 else ''}"
             f"_{hashlib.sha1(key).hexdigest()[:8]}")
 
 
@@ -226,7 +229,7 @@ def build_accelerator(dut, *, waves: bool | str = False):
     from .runner import SimBuild
 
     toolchain.apply_tool_env()
-    name = build_name(dut.spec, dut.max_tokens, dut._addr_width, dut.lanes, dut.prefetch, dut._kb)
+    name = build_name(dut.spec, dut.max_tokens, dut._addr_width, dut.lanes, dut.prefetch, dut._kb, dut.vw)
     kind = "fst" if waves is True else (waves or None)
     if kind not in (None, "fst", "vcd"):
         raise ValueError(f"waves must be 'fst', 'vcd' or False, not {waves!r}")
@@ -283,7 +286,7 @@ def image_file(model, spec, cache=None) -> Path:
 
 
 def run_inference(model_path, spec, jobs, *, lanes: int, prefetch: int, max_tokens: int, image=None,
-                  report_name: str = "run", kb: int = 4, **tb) -> dict:
+                  report_name: str = "run", kb: int = 4, vw: int = 1, **tb) -> dict:
     """Build the accelerator of ``spec`` (cached) and run ``jobs`` through it in Verilator: the testbench's
     report (``failures``, ``jobs``) with ``build_seconds`` and ``sim_seconds`` added. ``image``: the memory
     image file (default: :func:`image_file` of the model); ``tb``: other testbench options (``latency``,
@@ -293,7 +296,7 @@ def run_inference(model_path, spec, jobs, *, lanes: int, prefetch: int, max_toke
     from .runner import SimulationFailed, run_testbench
 
     aw = max(16, (model_layout(spec)["words"] - 1).bit_length())
-    dut = Accelerator(spec, lanes=lanes, prefetch=prefetch, max_tokens=max_tokens, addr_width=aw, kb=kb)
+    dut = Accelerator(spec, lanes=lanes, prefetch=prefetch, max_tokens=max_tokens, addr_width=aw, kb=kb, vw=vw)
     t0 = time.monotonic()
     build = build_accelerator(dut)
     t_build = time.monotonic() - t0
@@ -303,7 +306,7 @@ def run_inference(model_path, spec, jobs, *, lanes: int, prefetch: int, max_toke
     report.parent.mkdir(exist_ok=True)
     report.unlink(missing_ok=True)
     cfg = dict(model=str(Path(model_path).resolve()), p=spec.p, s=spec.s, word_bits=spec.word_bits,
-               max_tokens=max_tokens, addr_width=aw, lanes=lanes, prefetch=prefetch, kb=kb, image=str(image),
+               max_tokens=max_tokens, addr_width=aw, lanes=lanes, prefetch=prefetch, kb=kb, vw=vw, image=str(image),
                jobs=jobs, report=str(report), **{"strict": False, **tb})
     t1 = time.monotonic()
     try:
@@ -354,7 +357,7 @@ def tap_failures(model, lanes: int, ids, types, length: int, lines, code_bits: i
     return blocks, bad
 
 
-def _counter_checks(spec, lay, c: dict, n: int, measured: int, reads: int, lanes: int = 1) -> list[str]:
+def _counter_checks(spec, lay, c: dict, n: int, measured: int, reads: int, lanes: int = 1, vw: int = 1) -> list[str]:
     """Consistency of the performance counters of one inference; returns the failures."""
     h, f, p, s, M, L = spec.hidden, spec.ffn, spec.p, spec.s, spec.members, spec.layers
     bad = []
@@ -367,7 +370,8 @@ def _counter_checks(spec, lay, c: dict, n: int, measured: int, reads: int, lanes
     per_layer = n * (-(-3 * h // p) * -(-h // s) + -(-h // p) * -(-h // s) + -(-f // p) * -(-h // s)
                      + -(-h // p) * -(-f // s))
     need(c["busy"] == M * L * per_layer, f"busy {c['busy']} != {M * L * per_layer}")
-    need(c["vector_beats"] == M * L * 2 * n * h, f"vector_beats {c['vector_beats']} != {M * L * 2 * n * h}")
+    beats = M * L * 2 * n * h // vw
+    need(c["vector_beats"] == beats, f"vector_beats {c['vector_beats']} != {beats}")
     need(c["busy"] + c["stall_weights"] + c["stall_output"] <= lanes * c["cycles"], "busy + stalls > lanes x cycles")
     need(c["load"] <= sum(c[f"layer{i}"] for i in range(L)), "load > layers")
     words = M * (h * lay["wpr_emb_ln"] + n * (lay["wpr_word"] + 2 * h)
@@ -437,7 +441,7 @@ async def inference(dut):
     model = load_int_model(cfg["model"])
     spec = AccelSpec.from_int_model(model, cfg["p"], cfg["s"], cfg["word_bits"])
     acc = Accelerator(spec, lanes=cfg.get("lanes", 1), prefetch=cfg.get("prefetch", 0), max_tokens=cfg["max_tokens"],
-                      addr_width=cfg["addr_width"], kb=cfg.get("kb", 4))
+                      addr_width=cfg["addr_width"], kb=cfg.get("kb", 4), vw=cfg.get("vw", 1))
     acc._MustUse__used = True
     codec, lay = acc.codec, acc.layout
     rng = random.Random(cfg["seed"])
@@ -512,7 +516,7 @@ async def inference(dut):
         got = [{k: o[k] for k in wb} for o, wb in zip(outs, want_beats)]
         mismatches = [(i, w, g) for i, (w, g) in enumerate(zip(want_beats, got)) if w != g]
         measured = final - accept
-        bad = _counter_checks(spec, lay, counters, n, measured, reads, acc.lanes)
+        bad = _counter_checks(spec, lay, counters, n, measured, reads, acc.lanes, acc.vw)
         tap_blocks, tap_bad = tap_failures(model, acc.lanes, ids, types, length, taps.readlines(),
                                            code_bits=spec.fmt["layernorm"].bits)
         if int(dut.error.value):

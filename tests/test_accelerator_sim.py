@@ -143,9 +143,9 @@ def run(dut, words, timing_args, jobs, *, reset_after=None, seed=0, limit=200_00
                     if (ip >> 16) & 1:
                         layer_in[lane].append([])
                 if ov_ and or_:
-                    y, _bit, _last, final = ecodec.output(op_)
-                    layer_out[lane][-1].append(y)
-                    if final:
+                    chans = ecodec.channels(op_)
+                    layer_out[lane][-1] += [y for y, _bit, _last, _final in chans]
+                    if chans[-1][3]:
                         layer_out[lane].append([])
 
     sim = Simulator(top)
@@ -188,7 +188,7 @@ def check_counters(dut, res, n):
     per_layer = n * (-(-3 * h // p) * -(-h // s) + -(-h // p) * -(-h // s) + -(-f // p) * -(-h // s)
                      + -(-h // p) * -(-f // s))
     assert c["busy"] == MEMBERS * LAYERS * per_layer, c
-    assert c["vector_beats"] == MEMBERS * LAYERS * 2 * n * h, c
+    assert c["vector_beats"] == MEMBERS * LAYERS * 2 * n * h // dut.vw, c
     assert c["busy"] + c["stall_weights"] + c["stall_output"] <= dut.lanes * c["cycles"], c
     lay = dut.layout
     words = MEMBERS * (h * lay["wpr_emb_ln"] + n * (lay["wpr_word"] + 2 * h)
@@ -228,11 +228,11 @@ def _layer_inputs_ok(model, job, layer_in, layer_out, lanes=1):
         assert (got == taps[f"m{mm}.emb.ln"][0]).all(), mm
 
 
-@pytest.mark.parametrize("lanes, prefetch, kb", [(1, 0, 4), (2, 0, 4), (2, 256, 8)])
-def test_inference_back_to_back(tiny, lanes, prefetch, kb):
+@pytest.mark.parametrize("lanes, prefetch, kb, vw", [(1, 0, 4, 1), (2, 0, 4, 2), (2, 256, 8, 4)])
+def test_inference_back_to_back(tiny, lanes, prefetch, kb, vw):
     """Three sequences back to back (random lengths and types; the second padded after its real tokens, with
     output backpressure) on a memory of random latency and bandwidth, with one lane (members in turn) and
-    two (both members at once on the shared memory port), and two with the weight prefetch and 8 attention keys a cycle: every member's
+    two (both members at once on the shared memory port), and two with the weight prefetch and 8 attention keys a cycle; 1, 2 and 4 channels a beat (vw): every member's
     logits, the combined logits and the prediction exact; every lane's layer inputs against the golden taps;
     counters; cycles against the estimate (jobs without backpressure)."""
     from bebert.hw.accelerator import Accelerator
@@ -240,7 +240,7 @@ def test_inference_back_to_back(tiny, lanes, prefetch, kb):
     model, spec, words, _ = tiny
     rng = np.random.default_rng(2)
     latency, bw = int(rng.integers(3, 12)), float(rng.uniform(12.0, 32.0))
-    dut = Accelerator(spec, lanes=lanes, prefetch=prefetch, max_tokens=MAX_LEN, addr_width=16, kb=kb)
+    dut = Accelerator(spec, lanes=lanes, prefetch=prefetch, max_tokens=MAX_LEN, addr_width=16, kb=kb, vw=vw)
     jobs = [random_sequence(rng, spec), dict(random_sequence(rng, spec, pad=True), stall=0.4),
             random_sequence(rng, spec)]
     results, (layer_in, layer_out) = run(dut, words, (latency, bw, WORD), jobs, seed=4)
