@@ -244,7 +244,7 @@ OVERHEAD = {"embed": -11, "load": 6, "run": 2, "head": 12, "combine": 1}
 
 
 def expected_cycles(spec: AccelSpec, n: int, bits_per_cycle: float, latency: int, *, kb: int = 4,
-                    pe_latency: int = 4, fetch_depth: int = 2, stats_cycles: int = 80, vector_latency: int = 13,
+                    pe_latency: int = 4, fetch_depth: int = 2, stats_cycles: int | None = None, vector_latency: int = 13,
                     attn_latency: int = 8, reader_depth: int = 16, lanes: int = 1, prefetch: bool = False,
                     vw: int = 1, detail: bool = False):
     """Cycles of one inference (command acceptance to the last output transfer), always-ready output.
@@ -269,11 +269,15 @@ def expected_cycles(spec: AccelSpec, n: int, bits_per_cycle: float, latency: int
     round share the memory port, modelled as each lane seeing ``bits_per_cycle / k``, and a round's
     phases cost one member's at that bandwidth (its ``k`` output blocks of ``L`` beats each). ``prefetch``:
     the layers run behind the lanes' weight prefetch (the encoder model's ``prefetch=True``).
-    ``stats_cycles`` is the statistics engine's worst case, so the estimate is an upper bound by up to
-    ``norm_steps`` per LayerNorm (measured: 1.5% to 5% over in total,
-    ``docs/hw-engine.md``). ``detail=True`` returns ``total`` and the hardware's phase counters summed over
+    ``stats_cycles`` (default: the vector unit's for this model, :func:`bebert.golden.vector.stats_engine`) is
+    the same for every token, so the estimate is not a bound: within a few cycles a phase of the Amaranth
+    simulator and Verilator (``tests/test_accelerator_sim.py``, ``bebert.sim.perf_check``). ``detail=True`` returns ``total`` and the hardware's phase counters summed over
     the members: ``embed``, ``layer<l>``, ``head``, and ``load`` (part of the layer counters).
     """
+    if stats_cycles is None:      # the vector unit's, for this model's H and formats
+        from .vector import stats_engine
+
+        stats_cycles = stats_engine(spec.vfmts, spec.hidden)[0]
     lay = model_layout(spec)
     m = spec.members
     rounds = [min(lanes, m - r) for r in range(0, m, lanes)]

@@ -224,8 +224,8 @@ def expected_cycles(n: int, hidden: int, heads: int, ffn: int, p: int, s: int, b
       table copy if that is still running), then :func:`bebert.golden.linear_vector.expected_cycles`
       ``(n, F, H)``;
 
-    each plus :data:`SEQ_OVERHEAD`. The linear + vector model takes the statistics engine's worst
-    case, so the total is an upper bound by up to ``2 * n * norm_steps`` cycles (see
+    each plus :data:`SEQ_OVERHEAD` (the LayerNorm statistics engine takes the same cycles for every
+    token, so the linear + vector ops are modelled within a few cycles; see
     :func:`bebert.golden.linear_vector.expected_cycles`). ``detail=True`` returns a dict with
     ``total`` and the per-op cycles.
     """

@@ -77,11 +77,10 @@ def expected_cycles(n: int, k: int, h: int, p: int, s: int, bits_per_cycle: floa
     - pass 2 ``out_t = max(st_t, out_{t-1}) + W``;
     - ``total = out_{n-1} + vector_latency + TAIL - 13``.
 
-    ``stats_cycles`` is the statistics engine's worst case (its normalization takes ``1 ..
-    norm_steps`` cycles depending on the variance), so the model is an upper bound within a few
-    cycles: measured in the Amaranth simulator (``tests/test_linear_vector_sim.py``) it was 4 over
-    (one token) to about ``n * norm_steps / 3`` over; the test allows ``n * norm_steps + 4`` under and
-    4 over. Output backpressure is not modelled.
+    ``stats_cycles`` is the statistics engine's time per token, the same for every token (its
+    normalization always takes ``norm_steps`` cycles), so the model is exact within a few cycles in the
+    Amaranth simulator (``tests/test_linear_vector_sim.py``; the test still allows ``n * norm_steps + 4``
+    under, from when the normalization time varied, and 4 over). Output backpressure is not modelled.
 
     ``detail=True`` returns a dict with ``total``, ``linear`` (the raw engine's own count) and
     ``vector`` (``n*H/vw``, the vector unit's input beats).

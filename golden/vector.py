@@ -22,7 +22,7 @@ import numpy as np
 
 from .intops import Fmt, align_add, layernorm
 
-__all__ = ["VectorFormats", "vector_step"]
+__all__ = ["VectorFormats", "vector_step", "stats_engine"]
 
 
 @dataclass(frozen=True)
@@ -105,3 +105,19 @@ def vector_step(acc, x, k: int, scale, bias, gamma, beta, fmts: VectorFormats):
     out = layernorm(s, np.asarray(gamma, np.int64), np.asarray(beta, np.int64), fmts.residual.frac,
                     fmts.ln_weight.frac, fmts.ln_bias.frac, fmts.layernorm, fmts.eps_code, fmts.ln)
     return out, (out >= 0).astype(np.uint8)
+
+
+def stats_engine(fmts: VectorFormats, max_h: int) -> tuple[int, int]:
+    """``(stats_cycles, norm_steps)`` of :class:`bebert.hw.vector.VectorUnit`'s serial statistics engine for
+    tokens of up to ``max_h`` channels: one cycle per bit of ``H`` and of ``|S|``, at most ``norm_steps``
+    normalization steps, three per result bit of the reciprocal square root, the start and the write-back
+    (the normalization always takes ``norm_steps`` cycles, so this is every token's time). The hardware takes
+    its figures from here."""
+    hb = int(max_h).bit_length()
+    rb = fmts.residual.bits
+    s_width = rb + hb
+    q_width = 2 * rb - 1 + hb
+    m_width = q_width + hb + max(int(fmts.eps_code).bit_length(), 1) + 1
+    mant = int(fmts.ln["mant_bits"])
+    norm_steps = max((m_width - mant) // 2 + 1, (mant - 2) // 2 + 1)
+    return 1 + hb + s_width + norm_steps + 3 * int(fmts.ln["rsqrt_bits"]) + 1, norm_steps

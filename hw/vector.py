@@ -12,7 +12,7 @@ from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import bits_for
 
-from ..golden.vector import VectorFormats
+from ..golden.vector import VectorFormats, stats_engine
 from ._params import check_positive
 
 __all__ = ["VectorLoad", "VectorInput", "VectorOutput", "VectorInputs", "VectorOutputs", "VectorUnit"]
@@ -185,10 +185,10 @@ class VectorUnit(wiring.Component):
     latency : int
         Cycles of pass 2 from a buffer read to the result at the FIFO input.
     stats_cycles : int
-        Cycles of the statistics engine per token, at most (the normalization takes
-        ``1 .. norm_steps`` of them, depending on the variance).
+        Cycles of the statistics engine per token (always: the normalization takes ``norm_steps`` cycles
+        whatever the variance, its shifts then a wait; :func:`bebert.golden.vector.stats_engine`).
     norm_steps : int
-        Most normalization steps.
+        Normalization cycles (the most shifts it can need, plus one).
 
     Raises
     ------
@@ -227,9 +227,7 @@ class VectorUnit(wiring.Component):
         self._m_width = self._q_width + self._hb + bits_for(fmts.eps_code) + 1
         # one cycle per bit of H and of |S|, at most (m_width - mant_bits)/2 + 1 normalization steps
         # (or (mant_bits - 2)/2), three per result bit of R, plus the start and the write-back
-        mant = int(ln["mant_bits"])
-        self._norm_steps = max((self._m_width - mant) // 2 + 1, (mant - 2) // 2 + 1)
-        self._stats_cycles = 1 + self._hb + self._s_width + self._norm_steps + 3 * int(ln["rsqrt_bits"]) + 1
+        self._stats_cycles, self._norm_steps = stats_engine(fmts, max_h)
         self._latency = 13
         self._fifo_depth = self._latency + 3
         super().__init__({
@@ -407,6 +405,7 @@ class VectorUnit(wiring.Component):
         op_b = Signal(unsigned(max(hb, self._s_width)))
         cnt = Signal(range(max(hb, self._s_width, rbits) + 1))
         sh_s = Signal(signed(bits_for(self._m_width) + 2))      # the even shift s
+        nsteps = Signal(range(self._norm_steps))                  # normalization cycles left
         mm = Signal(unsigned(mant))
         rw = max(2 * pfrac, mant + 2 * rbits - 2) + 3
         rp, ra, rb_ = Signal(unsigned(rw)), Signal(unsigned(rw)), Signal(unsigned(rw))
@@ -438,14 +437,19 @@ class VectorUnit(wiring.Component):
                     m.d.sync += acc_m.eq(acc_m - op_a)
                 m.d.sync += [op_a.eq(op_a << 1), op_b.eq(op_b >> 1), cnt.eq(cnt - 1)]
                 with m.If(cnt == 1):
-                    m.d.sync += sh_s.eq(0)
+                    m.d.sync += [sh_s.eq(0), nsteps.eq(self._norm_steps - 1)]
                     m.next = "NORM"
-            with m.State("NORM"):    # M >> s (or << -s), s even, until 2^(mant-2) <= m < 2^mant
+            # M >> s (or << -s), s even, until 2^(mant-2) <= m < 2^mant; always norm_steps cycles (the worst
+            # case: the shifts it takes, then a wait), so the engine's time does not depend on the data and
+            # the cycle model is exact
+            with m.State("NORM"):
+                with m.If(nsteps != 0):
+                    m.d.sync += nsteps.eq(nsteps - 1)
                 with m.If(acc_m >= (1 << mant)):
                     m.d.sync += [acc_m.eq(acc_m >> 2), sh_s.eq(sh_s + 2)]
                 with m.Elif(acc_m < (1 << (mant - 2))):
                     m.d.sync += [acc_m.eq(acc_m << 2), sh_s.eq(sh_s - 2)]
-                with m.Else():
+                with m.Elif(nsteps == 0):
                     m.d.sync += [mm.eq(acc_m), rp.eq(0), rb_.eq(0), rr.eq(0), cnt.eq(rbits),
                                  ra.eq(acc_m[:mant] << (2 * (rbits - 1)))]
                     m.next = "R0"

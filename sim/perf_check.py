@@ -10,6 +10,8 @@ RTL feature yet, so no configuration varies B.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 __all__ = ["CONFIGS", "GOAL_PCT", "check_config", "validate"]
 
 #: Goal: ``|model - verilator| / verilator`` within this many percent.
@@ -23,10 +25,12 @@ CONFIGS = [
     dict(p=4, s=32, lanes=1, prefetch=4096, word_bits=16, bits_per_cycle=12.8, latency=8, n=12),
     dict(p=8, s=64, lanes=2, prefetch=4096, word_bits=32, bits_per_cycle=32.0, latency=4, n=8),
     dict(p=4, s=16, lanes=2, prefetch=1024, word_bits=16, bits_per_cycle=16.0, latency=12, n=16),
-    # a wide array on a wide memory with 16 attention keys a cycle (edge-ecp5's kb): the non-GEMM paths count
-    dict(p=16, s=64, lanes=2, prefetch=4096, word_bits=256, bits_per_cycle=256.0, latency=2, n=16, kb=16),
-    # ... and with four vector channels a cycle (edge-ecp5's vw)
-    dict(p=16, s=64, lanes=2, prefetch=4096, word_bits=256, bits_per_cycle=256.0, latency=2, n=16, kb=16, vw=4),
+    # the narrow 128/2 pair (tiny-ice40's file) on a wide array and a 64-bit memory with 16 attention keys a
+    # cycle (edge-ecp5's kb): the non-GEMM paths count; then with four vector channels a cycle (edge-ecp5's vw)
+    dict(p=16, s=64, lanes=2, prefetch=4096, word_bits=64, bits_per_cycle=64.0, latency=2, n=32, kb=16,
+         model="checkpoints/sst2-w1a1-h128-l2-m2.safetensors"),
+    dict(p=16, s=64, lanes=2, prefetch=4096, word_bits=64, bits_per_cycle=64.0, latency=2, n=32, kb=16, vw=4,
+         model="checkpoints/sst2-w1a1-h128-l2-m2.safetensors"),
 ]
 
 
@@ -39,6 +43,8 @@ def check_config(model_path, ids, cfg: dict, *, seed: int = 1) -> dict:
     from ..golden.format import load_int_model
     from .tb_accelerator import run_inference
 
+    if cfg.get("model"):         # a configuration for another deployment file (relative to the repository)
+        model_path = Path(__file__).resolve().parents[1] / cfg["model"]
     model = load_int_model(model_path)
     spec = AccelSpec.from_int_model(model, cfg["p"], cfg["s"], cfg["word_bits"])
     n = len(ids)

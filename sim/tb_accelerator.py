@@ -535,12 +535,14 @@ async def inference(dut):
         if cfg["check_cycles"] and stall == 0:
             est = acc.expected_cycles(n, cfg["bits_per_cycle"], max(cfg["latency"] - 1, 1), detail=True)
             rep["estimate"] = est
+            # the statistics engine takes the same cycles for every token, so the model is an estimate within a
+            # few cycles a phase (no longer an upper bound taking its worst case)
             for k in ("embed", "load", "head"):
                 if not abs(counters[k] - est[k]) <= 0.03 * est[k] + 12:
                     bad.append(f"{k} {counters[k]} vs estimate {est[k]}")
             for k in [f"layer{i}" for i in range(spec.layers)] + ["total"]:
                 g = counters["cycles"] if k == "total" else counters[k]
-                if not est[k] / 1.06 - 8 <= g <= est[k] + 8:
+                if not abs(g - est[k]) <= 0.02 * est[k] + 16:
                     bad.append(f"{k} {g} vs estimate {est[k]}")
         reports.append(rep)
         if mismatches:

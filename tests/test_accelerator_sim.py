@@ -199,15 +199,15 @@ def check_counters(dut, res, n):
 
 def check_cycles(dut, res, n, bw, latency):
     """Measured cycles against :func:`bebert.golden.accelerator.expected_cycles`: the reader-bound phases
-    (embed, load, head) within 3% + 12 cycles; the layers and the total an upper bound up to 6% over (the
-    encoder layer's and the vector unit's models take the LayerNorm statistics engine's worst case)."""
+    (embed, load, head) within 3% + 12 cycles; the layers and the total within 2% + 16 (the LayerNorm
+    statistics engine takes the same cycles for every token, so the model is no longer a bound)."""
     want = dut.expected_cycles(n, bw, latency, detail=True)
     c = res["counters"]
     for k in ("embed", "load", "head"):
         assert abs(c[k] - want[k]) <= 0.03 * want[k] + 12, (k, c, want)
     for k in [f"layer{i}" for i in range(LAYERS)] + ["total"]:
         got = c["cycles"] if k == "total" else c[k]
-        assert want[k] / 1.06 - 8 <= got <= want[k] + 8, (k, c, want)
+        assert abs(got - want[k]) <= 0.02 * want[k] + 16, (k, c, want)
     return want
 
 
