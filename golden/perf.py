@@ -53,6 +53,9 @@ def add_perf_parser(subparsers) -> argparse.ArgumentParser:
                                                                 "(default: %(default)s)")
     r.add_argument("--word-bits", type=int, default=16, help="memory word width (default: %(default)s)")
     r.add_argument("--latency", type=int, default=8, help="memory read latency in cycles (default: %(default)s)")
+    r.add_argument("--kb", type=int, default=4, help="the RTL's Bi-Attention keys per cycle (default: %(default)s; "
+                                                     "--attn-kb is the analytic model's)")
+    r.add_argument("--vw", type=int, default=1, help="the RTL's vector-unit channels per cycle (default: %(default)s)")
     p.add_argument("--json", type=Path, help="write the full results (every op) as JSON")
     p.add_argument("--md", type=Path, help="write the summary as a Markdown table")
     p.set_defaults(func=run_perf)
@@ -124,13 +127,16 @@ def run_perf(args: argparse.Namespace) -> int:
 
         if args.prefetch < 0 or args.prefetch == 1 or args.latency < 1:
             raise ValueError("--prefetch must be 0 or at least 2 words and --latency at least 1")
+        if args.kb < 1 or args.vw < 1 or args.vw & (args.vw - 1):
+            raise ValueError(f"--kb must be at least 1 and --vw a power of two, not {args.kb} and {args.vw}")
         if not 1 <= args.lanes <= members:
             raise ValueError(f"--lanes must be 1..{members} (the file's members) for the RTL model")
         spec = AccelSpec.from_int_model(model, args.p, args.s, args.word_bits)
         for r in results:
             if r["tokens"] <= spec.max_len:
                 r["rtl_cycles"] = expected_cycles(spec, r["tokens"], args.bits_per_cycle, args.latency - 1,
-                                                  lanes=args.lanes, prefetch=args.prefetch > 0)
+                                                  lanes=args.lanes, prefetch=args.prefetch > 0, kb=args.kb,
+                                                  vw=args.vw)
     command = "bebert " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     table = markdown(results, command)
     print(table, end="")
