@@ -459,11 +459,13 @@ def markdown(result: dict, plot_rel: str | None) -> str:
         lines += ["", "Cycle model against Verilator (`--perf-model`, `bebert.sim.perf_check`: the whole accelerator "
                   "in cocotb + Verilator, one sequence of the same sentences, no backpressure; the logits checked "
                   "against golden):", "",
-                  "| P x S | lanes | prefetch | word bits | bits/cycle | latency | n | model cycles | Verilator "
-                  "cycles | error | logits |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+                  "| model | P x S | lanes | keys/cycle | vector ch./cycle | prefetch | word bits | bits/cycle | latency "
+                  "| n | model cycles | Verilator cycles | error | logits |",
+                  "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
         for r in pm:
             c = r["config"]
-            lines.append(f"| {c['p']} x {c['s']} | {c['lanes']} | {c['prefetch']} | {c['word_bits']} | "
+            lines.append(f"| {Path(c['model']).stem if c.get('model') else 'the bench model'} | {c['p']} x {c['s']} | "
+                         f"{c['lanes']} | {c.get('kb', 4)} | {c.get('vw', 1)} | {c['prefetch']} | {c['word_bits']} | "
                          f"{c['bits_per_cycle']:g} | {c['latency']} | {c['n']} | {r['model_cycles']:,} | "
                          f"{r['verilator_cycles']:,} | {r['error_pct']:+.3f}% | "
                          f"{'equal' if r['agree'] else '**differ**'} |")

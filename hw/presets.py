@@ -49,7 +49,8 @@ PRESETS: dict[str, Preset] = {p.name: p for p in (
            model="checkpoints/sst2-bebert-w1a1-m2.safetensors"),
     Preset("edge-ecp5", "LFE5U-85F", p=32, s=128, lanes=2, prefetch=4096, word_bits=4096, bits_per_cycle=8192.0,
            latency=2, max_tokens=128, weights="on chip (EBR), one 4096-bit tile per lane per cycle", built=False,
-           what="target: 2 lanes of P x S = 32 x 128 (4096 XNOR-popcount bits per lane), weights on chip: not built "
+           what="target: 2 lanes of P x S = 32 x 128 (4096 XNOR-popcount bits per lane), 16 attention keys and 4 "
+                "LayerNorm channels a cycle (kb, vw), weights on chip: not built "
                 "(no on-chip weight store yet). Weights get the LFE5U-85F's 208 EBR (3,744 Kbit) less the 92 EBR that "
                 "the built design's buffers take (demo-ecp5, placed: 1,656 Kbit; at 128 tokens they can only grow): "
                 "2,088 Kbit, which holds a 256/2 student or a pair of 128/2 or 128/4 students but not the 256/2 pair "
