@@ -155,7 +155,8 @@ def run(args) -> int:
           f"F={d['ffn_size']}, {spec.members} member(s), {spec.labels} labels, task {model.meta.get('task')}")
     print(f"accelerator P={spec.p} x S={spec.s}, {args.lanes} lane(s), weight prefetch {args.prefetch} words, "
           f"{spec.word_bits}-bit words ({words} words, {aw} address bits), "
-          f"max {mt} tokens; memory latency {args.latency}, {args.bits_per_cycle} bits/cycle")
+          f"max {mt} tokens, {args.kb} attention keys and {args.vw} LayerNorm channel(s) a cycle; memory latency "
+          f"{args.latency}, {args.bits_per_cycle} bits/cycle")
     print("building RTL (Amaranth -> Verilog -> Verilator; cached after the first run) ...", flush=True)
     t0 = time.monotonic()
     wave_kind = ("vcd" if str(args.wave).lower().endswith(".vcd") else "fst") if args.wave else False
