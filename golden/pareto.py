@@ -120,9 +120,12 @@ def _score(golden, path, task, data_dir, split, rows=None, progress=False, max_e
 
 
 def evaluate_run(source: str | Path, export_dir: Path, presets: list[str], n: int, data_dir: str | None = None,
-                 progress: bool = False, members: int | None = None) -> dict[str, Any]:
+                 progress: bool = False, members: int | None = None,
+                 scores: dict[str, Any] | None = None) -> dict[str, Any]:
     """One row of the table for a run folder (its first ``members`` members; default all) or a deployment
-    file (see the module docstring)."""
+    file (see the module docstring). ``scores``: an earlier report's row for the same model, whose golden
+    dev and holdout scores are taken instead of scoring again (the integer arithmetic they measure has not
+    changed; the memory and cycle figures are computed anew)."""
     from bebert.hw.presets import get as get_preset
     from bebert.model.data import get_task, read_examples, split_path
     from bebert.model.ensemble import holdout_split
@@ -167,14 +170,22 @@ def evaluate_run(source: str | Path, export_dir: Path, presets: list[str], n: in
         "shape": {"hidden": d["hidden_size"], "layers": d["num_layers"], "ffn": d["ffn_size"], "heads": d["num_heads"]},
         "metric": key,
     }
-    golden = GoldenModel(model)  # one for both splits
-    # the dev rows the run scored (all, unless it was trained with --max-eval-examples)
-    dev, row["dev_rows"] = _score(golden, path, task.name, data_dir, "dev", progress=progress,
-                                  max_examples=tc.get("max_eval_examples"))
-    row["dev"] = dev
-    row["dev_metric"] = dev[key]
-    row["holdout"], row["holdout_metric"], row["holdout_rows"] = None, None, 0
-    if tc.get("holdout"):
+    if scores is not None:
+        if (scores.get("members"), scores.get("shape"), scores.get("task")) != (row["members"], row["shape"],
+                                                                              row["task"]):
+            raise ValueError(f"--scores-from: its row {scores.get('name')!r} is not this model (members, shape or "
+                             f"task differ: {scores.get('members')}, {scores.get('shape')}, {scores.get('task')})")
+        row.update({k: scores[k] for k in ("dev_rows", "dev", "dev_metric", "holdout", "holdout_metric",
+                                           "holdout_rows")})
+    else:
+        golden = GoldenModel(model)  # one for both splits
+        # the dev rows the run scored (all, unless it was trained with --max-eval-examples)
+        dev, row["dev_rows"] = _score(golden, path, task.name, data_dir, "dev", progress=progress,
+                                      max_examples=tc.get("max_eval_examples"))
+        row["dev"] = dev
+        row["dev_metric"] = dev[key]
+        row["holdout"], row["holdout_metric"], row["holdout_rows"] = None, None, 0
+    if scores is None and tc.get("holdout"):
         n_train = len(read_examples(task, split_path(task, data_dir, "train"), tc.get("max_train_examples")))
         _, held = holdout_split(n_train, int(tc["holdout"]))
         ho, row["holdout_rows"] = _score(golden, path, task.name, data_dir, "train", rows=held, progress=progress)
@@ -330,6 +341,10 @@ def add_pareto_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--whole", action="store_true",
                    help="score each run's whole ensemble only (default: also every prefix of its members: member 0 "
                         "alone, the first two, ...: the smaller models a boosted run holds)")
+    p.add_argument("--scores-from", type=Path, metavar="JSON",
+                   help="take the golden dev and holdout scores from an earlier report of the same runs (-o of a "
+                        "previous bebert pareto) and recompute only the memory and cycle figures: for a changed "
+                        "accelerator, whose integer arithmetic is the same (minutes instead of hours)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=run_pareto)
     return p
@@ -344,6 +359,8 @@ def _command(args: argparse.Namespace) -> str:
             parts += [opt, str(v)]
     if args.whole:
         parts.append("--whole")
+    if getattr(args, "scores_from", None) is not None:
+        parts += ["--scores-from", str(args.scores_from)]
     return shlex.join(parts)
 
 
@@ -361,6 +378,14 @@ def run_pareto(args: argparse.Namespace) -> int:
         if not Path(r).exists():
             raise FileNotFoundError(f"{r}: no such run folder or deployment file")
     plot_path = args.plot or (args.output.with_suffix(".png") if args.output else None)
+    earlier = None
+    if getattr(args, "scores_from", None) is not None:
+        if not args.scores_from.is_file():
+            raise FileNotFoundError(f"--scores-from {args.scores_from}: no such report")
+        try:
+            earlier = {(r["source"], r["members"]): r for r in json.loads(args.scores_from.read_text())["rows"]}
+        except (ValueError, KeyError, TypeError) as exc:
+            raise ValueError(f"--scores-from {args.scores_from} is not a bebert pareto report ({exc})") from None
     rows = []
     progress = not args.no_progress and sys.stderr.isatty()
     with tempfile.TemporaryDirectory(prefix="bebert-pareto-") as tmp:
@@ -375,7 +400,15 @@ def run_pareto(args: argparse.Namespace) -> int:
             else:
                 jobs += [(src, k) for k in range(1, m + 1)]
         for src, k in tqdm(jobs, desc="models", unit="model", disable=not progress):
-            rows.append(evaluate_run(src, export_dir, args.presets, args.n, args.data_dir, progress, k))
+            scores = None
+            if earlier is not None:
+                want = k if k is not None else _members_of(Path(src))
+                scores = next((r for (s, mm), r in earlier.items() if s == str(src) and (want is None or mm == want)),
+                              None)
+                if scores is None:
+                    raise ValueError(f"--scores-from {args.scores_from} has no row for {src}"
+                                     + (f" (first {k})" if k is not None else ""))
+            rows.append(evaluate_run(src, export_dir, args.presets, args.n, args.data_dir, progress, k, scores))
     _mark_pareto(rows, args.presets)
     result = {"command": _command(args),
               "n": args.n, "presets": list(args.presets), "rows": rows}

@@ -100,6 +100,29 @@ def test_pareto_on_a_trained_run(tmp_path, tiny_run, capsys):
     assert "run (first 1)" in capsys.readouterr().out
 
 
+def test_pareto_scores_from_an_earlier_report(tmp_path, tiny_run, capsys):
+    """--scores-from: the golden scores come from an earlier report, the memory and cycle figures are computed
+    again (the same here); a report without the run, or not a report, is refused by name."""
+    first, again = tmp_path / "p.json", tmp_path / "q.json"
+    assert main(["pareto", str(tiny_run), "--n", "16", "--presets", "tiny-ice40", "-o", str(first), "--no-progress"]) == 0
+    assert main(["pareto", str(tiny_run), "--n", "16", "--presets", "tiny-ice40", "-o", str(again),
+                 "--scores-from", str(first), "--no-progress"]) == 0
+    a, b = json.loads(first.read_text()), json.loads(again.read_text())
+    for ra, rb in zip(a["rows"], b["rows"], strict=True):
+        for k in ("dev", "dev_metric", "holdout", "holdout_metric", "holdout_rows", "dev_rows", "presets"):
+            assert ra[k] == rb[k], k
+    assert "--scores-from" in b["command"]
+    other = tmp_path / "other.json"
+    other.write_text(json.dumps(dict(a, rows=[dict(r, source="elsewhere") for r in a["rows"]])))
+    capsys.readouterr()
+    assert main(["pareto", str(tiny_run), "--n", "16", "--presets", "tiny-ice40", "--scores-from", str(other),
+                 "--no-progress"]) == 1
+    assert "has no row for" in capsys.readouterr().err
+    (tmp_path / "bad.json").write_text("{}")
+    assert main(["pareto", str(tiny_run), "--scores-from", str(tmp_path / "bad.json"), "--no-progress"]) == 1
+    assert "is not a bebert pareto report" in capsys.readouterr().err
+
+
 def test_pareto_refuses_bad_input(tmp_path, tiny_run, teacher, capsys):  # noqa: F811
     assert main(["pareto", str(tmp_path / "nowhere")]) == 1
     assert "no such run folder" in capsys.readouterr().err
