@@ -35,6 +35,7 @@ DEFAULTS = {
     "threshold": {"p": 16, "width": 12, "max_channels": 1536, "word_bits": 64},
     "attention": {"d": 32, "max_len": 128, "kb": 16, "impl": "ecp5"},
     "vector": {"max_h": 384, "max_k": 1536},
+    "vector_vw4": {"max_h": 384, "max_k": 1536, "vw": 4},
     "fetch": {"word_bits": 16, "tile_bits": 4096, "addr_width": 24, "max_tiles": 4096, "depth": 2,
               "chunk_bits": 64, "impl": "ecp5"},
 }
@@ -44,6 +45,7 @@ SMALL = {
     "threshold": {"p": 8, "width": 10, "max_channels": 128, "word_bits": 64},
     "attention": {"d": 16, "max_len": 32, "kb": 4, "impl": "ecp5"},
     "vector": {"max_h": 32, "max_k": 64},
+    "vector_vw4": {"max_h": 32, "max_k": 64, "vw": 4},
     "fetch": {"word_bits": 16, "tile_bits": 256, "addr_width": 16, "max_tiles": 64, "depth": 2,
               "chunk_bits": 64, "impl": "ecp5"},
 }
@@ -91,16 +93,17 @@ def synth_attention(d: int = 32, max_len: int = 128, kb: int = 16, impl: str = "
                               "latency": block.latency})
 
 
-def synth_vector(max_h: int = 384, max_k: int = 1536, *, device: str = "LFE5U-85F", target_mhz: float = GOAL_MHZ,
-                 workdir: Path | None = None, seed: int = 1) -> dict:
-    """Synthesise a :class:`~bebert.hw.vector.VectorUnit` (model-default formats) in its wrapper; the JSON row."""
+def synth_vector(max_h: int = 384, max_k: int = 1536, vw: int = 1, *, device: str = "LFE5U-85F",
+                 target_mhz: float = GOAL_MHZ, workdir: Path | None = None, seed: int = 1) -> dict:
+    """Synthesise a :class:`~bebert.hw.vector.VectorUnit` (model-default formats, ``vw`` channels a beat) in its
+    wrapper; the JSON row."""
     from ..golden.vector import VectorFormats
     from ..hw.vector import VectorUnit
 
-    block = VectorUnit(max_h=max_h, max_k=max_k, fmts=VectorFormats.default(max_h))
+    block = VectorUnit(max_h=max_h, max_k=max_k, fmts=VectorFormats.default(max_h), vw=vw)
     res = synth_ecp5(RegisteredWrapper(block, inputs=("p_stream", "i_stream")), device=device,
                      target_mhz=target_mhz, workdir=workdir, seed=seed, name="vector_top")
-    return _row(res, {"max_h": max_h, "max_k": max_k},
+    return _row(res, {"max_h": max_h, "max_k": max_k, **({"vw": vw} if vw != 1 else {})},
                 {"mult18": res.yosys_cells.get("MULT18X18D", 0), "latency": block.latency,
                  "stats_cycles": block.stats_cycles, "token_cycles_at_max_h": block.token_cycles(max_h),
                  "token_period_at_max_h": block.token_period(max_h)})
@@ -126,7 +129,8 @@ def synth_fetch(word_bits: int = 16, tile_bits: int = 4096, addr_width: int = 24
                 {"words_per_tile": block.words_per_tile})
 
 
-SYNTH = {"threshold": synth_threshold, "attention": synth_attention, "vector": synth_vector, "fetch": synth_fetch}
+SYNTH = {"threshold": synth_threshold, "attention": synth_attention, "vector": synth_vector, "fetch": synth_fetch,
+         "vector_vw4": synth_vector}
 
 
 def synth_block(block: str, params: dict | None = None, **kw) -> dict:
@@ -177,7 +181,10 @@ EBR tables written through `p_stream` (the `last` beat sets `H` and `K`). Pass 1
 the bit-serial reciprocal square root with incrementally updated products, three cycles per result bit.
 Pass 2 reads the bank back: `d = H*s - S`, `n = (d*R) >> shift`, `out = sat(n*g + beta)` and the sign
 bit (`docs/arithmetic.md` sections 3, 4, 6, 7). The wide products are split into 18x18 partial
-products registered before their sum. Pass 1 of a token overlaps pass 2 of the one before (two banks).
+products registered before their sum. Pass 1 of a token overlaps the statistics and pass 2 of the two
+before it (three banks). The normalization always takes its worst-case steps, so the engine's time is the
+same for every token. With `vw > 1` (`vector_vw4`) both passes take `vw` channels a cycle (`vw` copies of
+their datapath, the tables and the token buffer in `vw` memories, S and Q through adder trees).
 
 Timing margins are thin: the attention unit's critical path is a 15-input group counter of a context
 tree (6 LUT levels, mostly routing), the threshold unit's is the table EBR's clock-to-out into the
@@ -247,9 +254,9 @@ def markdown(rows: dict) -> str:
                          f"{row['cycles_per_head_at_max_len']} cycles (n loads + n * ceil(n / kb) chunks).")
         if name == "threshold":
             lines.append(f"  One beat of {row['channels_per_cycle']} accumulators per cycle.")
-        if name == "vector":
-            h = row["params"]["max_h"]
-            lines.append(f"  {row['mult18']} MULT18X18D. One channel per cycle in and out; a token of H = {h} "
+        if name in ("vector", "vector_vw4"):
+            h, vw = row["params"]["max_h"], row["params"].get("vw", 1)
+            lines.append(f"  {row['mult18']} MULT18X18D. {vw} channel(s) per cycle in and out; a token of H = {h} "
                          f"channels: last result {row['token_cycles_at_max_h']} cycles after its first beat "
                          f"(statistics engine {row['stats_cycles']} cycles, pass-2 latency {row['latency']}); "
                          f"sustained {row['token_period_at_max_h']:g} cycles per token "

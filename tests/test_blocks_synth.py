@@ -21,6 +21,8 @@ def _survives(block, row):
         return row["cells"] == 2 * 4 * 16 and row["lut4"] > row["cells"]
     if block == "vector":      # alpha*D, s^2, H*s, 2 for d*R, 2 for n*g
         return row["mult18"] == 7
+    if block == "vector_vw4":  # the same for each of the four channel lanes (the tiny H = 32 fits some in LUTs)
+        return row["mult18"] >= 4 * 5
     if block == "fetch":       # the tile assembler and the two-tile buffer
         return row["ff"] > 2 * 256
     raise AssertionError(f"no survival check for {block}")
