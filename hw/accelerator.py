@@ -99,8 +99,9 @@ class Accelerator(wiring.Component):
       layer's threshold records into its ``t_stream`` and vector records into its ``p_stream``, the
       activation buffer replayed into its ``i_stream`` (the first layer only: a later layer runs on the
       previous one's output where the encoder layer left it), then its command (``keys = length``: the padding
-      after the real tokens is masked) on the layer's weights; its output goes back into the activation
-      buffer, token 0's sign bits into the pooler input register.
+      after the real tokens is masked) on the layer's weights; token 0's sign bits of its output go into the
+      pooler input register (the output itself stays in the encoder layer for the next layer, and out on the
+      taps).
     - **head**: ``H`` pooler records (row bits, scale, bias): XNOR popcount with token 0's bits, scale and
       bias, the tanh index; ``H`` tanh look-ups; the classifier (``L*H`` codes, one MAC per cycle) and its
       biases; the member's ensemble weight; the member's ``L`` logits out (lane by lane, in member order), and
