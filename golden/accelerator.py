@@ -40,7 +40,7 @@ import numpy as np
 from . import encoder as _enc
 from .intops import Fmt
 from .pe_array import unpack_bits
-from .vector import VectorFormats
+from .vector import VectorFormats, stats_engine
 
 __all__ = ["AccelSpec", "records", "code_words", "model_layout", "model_image", "expected_outputs",
            "expected_cycles", "record_bits", "OVERHEAD"]
@@ -244,7 +244,8 @@ OVERHEAD = {"embed": -11, "load": 6, "run": 2, "head": 12, "combine": 1}
 
 
 def expected_cycles(spec: AccelSpec, n: int, bits_per_cycle: float, latency: int, *, kb: int = 4,
-                    pe_latency: int = 4, fetch_depth: int = 2, stats_cycles: int | None = None, vector_latency: int = 13,
+                    pe_latency: int = 4, fetch_depth: int = 2, stats_cycles: int | None = None,
+                    vector_latency: int = 13,
                     attn_latency: int = 8, reader_depth: int = 16, lanes: int = 1, prefetch: bool = False,
                     vw: int = 1, detail: bool = False):
     """Cycles of one inference (command acceptance to the last output transfer), always-ready output.
@@ -271,12 +272,11 @@ def expected_cycles(spec: AccelSpec, n: int, bits_per_cycle: float, latency: int
     the layers run behind the lanes' weight prefetch (the encoder model's ``prefetch=True``).
     ``stats_cycles`` (default: the vector unit's for this model, :func:`bebert.golden.vector.stats_engine`) is
     the same for every token, so the estimate is not a bound: within a few cycles a phase of the Amaranth
-    simulator and Verilator (``tests/test_accelerator_sim.py``, ``bebert.sim.perf_check``). ``detail=True`` returns ``total`` and the hardware's phase counters summed over
-    the members: ``embed``, ``layer<l>``, ``head``, and ``load`` (part of the layer counters).
+    simulator and Verilator (``tests/test_accelerator_sim.py``, ``bebert.sim.perf_check``). ``detail=True``
+    returns ``total`` and the hardware's phase counters summed over the members: ``embed``, ``layer<l>``,
+    ``head``, and ``load`` (part of the layer counters).
     """
     if stats_cycles is None:      # the vector unit's, for this model's H and formats
-        from .vector import stats_engine
-
         stats_cycles = stats_engine(spec.vfmts, spec.hidden)[0]
     lay = model_layout(spec)
     m = spec.members

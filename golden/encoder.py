@@ -233,7 +233,8 @@ def expected_cycles(n: int, hidden: int, heads: int, ffn: int, p: int, s: int, b
         _pos(name, v)
     if prefetch:
         return _prefetched(n, hidden, heads, ffn, p, s, bits_per_cycle, latency, word_bits=word_bits, kb=kb,
-                           vw=vw, banks=banks, pe_latency=pe_latency, fetch_depth=fetch_depth, stats_cycles=stats_cycles,
+                           vw=vw, banks=banks, pe_latency=pe_latency, fetch_depth=fetch_depth,
+                           stats_cycles=stats_cycles,
                            vector_latency=vector_latency, attn_latency=attn_latency, detail=detail)
     lin = dict(word_bits=word_bits, pe_latency=pe_latency, fetch_depth=fetch_depth)
     vec = dict(lin, stats_cycles=stats_cycles, vector_latency=vector_latency, vw=vw, banks=banks)

@@ -22,7 +22,7 @@ import numpy as np
 
 from .intops import Fmt, align_add, layernorm
 
-__all__ = ["VectorFormats", "vector_step", "stats_engine"]
+__all__ = ["VectorFormats", "vector_step", "stats_engine", "stats_widths"]
 
 
 @dataclass(frozen=True)
@@ -114,10 +114,16 @@ def stats_engine(fmts: VectorFormats, max_h: int) -> tuple[int, int]:
     (the normalization always takes ``norm_steps`` cycles, so this is every token's time). The hardware takes
     its figures from here."""
     hb = int(max_h).bit_length()
-    rb = fmts.residual.bits
-    s_width = rb + hb
-    q_width = 2 * rb - 1 + hb
-    m_width = q_width + hb + max(int(fmts.eps_code).bit_length(), 1) + 1
+    s_width, _, m_width = stats_widths(fmts, max_h)
     mant = int(fmts.ln["mant_bits"])
     norm_steps = max((m_width - mant) // 2 + 1, (mant - 2) // 2 + 1)
     return 1 + hb + s_width + norm_steps + 3 * int(fmts.ln["rsqrt_bits"]) + 1, norm_steps
+
+
+def stats_widths(fmts: VectorFormats, max_h: int) -> tuple[int, int, int]:
+    """Widths of the statistics engine's sums for tokens of up to ``max_h`` channels: ``S`` (signed; ``|S| <=
+    H * 2^(rb-1)``), ``Q`` (``Q <= H * 4^(rb-1)``) and ``M = H*Q - S^2 + E``."""
+    hb = int(max_h).bit_length()
+    rb = fmts.residual.bits
+    q_width = 2 * rb - 1 + hb
+    return rb + hb, q_width, q_width + hb + max(int(fmts.eps_code).bit_length(), 1) + 1

@@ -1,10 +1,17 @@
-"""Parameter checks and payload packing shared by the hardware blocks."""
+"""Parameter checks, payload packing and stream-end records shared by the hardware blocks."""
 
 from __future__ import annotations
 
 from amaranth.hdl import Shape
 
-__all__ = ["check_positive", "pack_fields"]
+__all__ = ["check_positive", "pack_fields", "StreamEnds"]
+
+
+class StreamEnds:
+    """One end of a stream inside a module (``valid``, ``ready``, ``payload``): a FIFO's read end, a gearbox's."""
+
+    def __init__(self, *, valid, ready, payload):
+        self.valid, self.ready, self.payload = valid, ready, payload
 
 
 def check_positive(owner, name: str, value) -> int:

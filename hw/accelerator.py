@@ -305,7 +305,8 @@ class Accelerator(wiring.Component):
             m.d.comb += ln["rsp_data"].eq(self.rsp_stream.payload)
             vw = self.vw
             for j, (tv, ty) in enumerate(ln["tap"]):
-                m.d.comb += [self.tap_valid[e * vw + j].eq(tv), self.tap_y[(e * vw + j) * yb:(e * vw + j + 1) * yb].eq(ty)]
+                i = e * vw + j
+                m.d.comb += [self.tap_valid[i].eq(tv), self.tap_y[i * yb:(i + 1) * yb].eq(ty)]
         m.d.comb += self.error.eq(_tree_sum([ln["error"] for ln in lanes]) != 0)
 
         # ------------------------------------------------------------------ outputs and the combine unit

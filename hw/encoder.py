@@ -18,7 +18,7 @@ from amaranth.utils import bits_for
 
 from ..golden import encoder as _golden
 from ..golden.vector import VectorFormats
-from ._params import check_positive
+from ._params import StreamEnds, check_positive
 from ._params import pack_fields as _pack
 from .attention import AttentionKind, BiAttention
 from .linear import LinearEngine
@@ -75,18 +75,11 @@ class EncoderCounters(data.StructLayout):
         super().__init__({name: unsigned(width) for name in EncoderLayer.COUNTERS})
 
 
-class _StreamEnds:
-    """The read end of a FIFO seen as a stream (``valid``, ``ready``, ``payload``)."""
-
-    def __init__(self, *, valid, ready, payload):
-        self.valid, self.ready, self.payload = valid, ready, payload
-
-
 def _registered(m, name, src, layout):
     """``src`` (a stream interface) through a three-entry ``SyncFIFOBuffered`` (registered outputs, full rate):
     no combinational path between its producer and what reads the returned end. Returns ``(end, fifo)``."""
     m.submodules[name] = q = fifo.SyncFIFOBuffered(width=len(src.payload.as_value()), depth=3)
-    end = _StreamEnds(valid=q.r_rdy, ready=q.r_en, payload=Signal(layout, name=f"{name}_payload"))
+    end = StreamEnds(valid=q.r_rdy, ready=q.r_en, payload=Signal(layout, name=f"{name}_payload"))
     m.d.comb += [q.w_data.eq(src.payload.as_value()), q.w_en.eq(src.valid), src.ready.eq(q.w_rdy),
                  end.payload.eq(q.r_data)]
     return end, q
@@ -182,7 +175,9 @@ class EncoderLayer(wiring.Component):
     **Layers back to back without a load**: after a command, the engine's activation buffer holds the
     output's sign bits and the op's residual buffer its codes, so a next command (same ``tokens``, the next
     layer's weights and tables) given with no ``i_stream`` load runs the next layer on this one's output;
-    the accelerator loads only the first layer of a member. The ops run one at a time; the single memory port goes to the engine or to the
+    the accelerator loads only the first layer of a member.
+
+    The ops run one at a time; the single memory port goes to the engine or to the
     linear + vector op, whichever runs (an op's fetches are all answered before its last output,
     so the switch never splits a transaction).
 

@@ -15,19 +15,12 @@ from amaranth.utils import bits_for
 
 from ..golden import linear_vector as _golden
 from ..golden.vector import VectorFormats
-from ._params import check_positive
+from ._params import StreamEnds, check_positive
 from ._params import pack_fields as _pack
 from .linear import ActivationLoad, LinearCodec, LinearCommand, LinearEngine
-from .vector import VectorInput, VectorInputs, VectorLoad, VectorOutput, VectorOutputs, VectorUnit
+from .vector import VectorInput, VectorLoad, VectorOutput, VectorUnit
 
 __all__ = ["ResidualLoad", "LinearVectorOutput", "LinearVectorCounters", "LinearVectorOp", "LinearVectorCodec"]
-
-
-class _Ends:
-    """``valid``, ``ready``, ``payload`` of one end of a stream inside a module."""
-
-    def __init__(self, valid, ready, payload):
-        self.valid, self.ready, self.payload = valid, ready, payload
 
 
 class ResidualLoad(data.StructLayout):
@@ -197,8 +190,10 @@ class LinearVectorOp(wiring.Component):
         :class:`~bebert.hw.vector.VectorOutputs` beats out to ``vo_stream``, one channel at a time)."""
         vw = self._vw
         vi, vo = self.v_stream, self.vo_stream
-        dv = _Ends(Signal(name="dv_valid"), Signal(name="dv_ready"), Signal(in_shape, name="dv_payload"))
-        dvo = _Ends(Signal(name="dvo_valid"), Signal(name="dvo_ready"), Signal(out_shape, name="dvo_payload"))
+        dv = StreamEnds(valid=Signal(name="dv_valid"), ready=Signal(name="dv_ready"),
+                        payload=Signal(in_shape, name="dv_payload"))
+        dvo = StreamEnds(valid=Signal(name="dvo_valid"), ready=Signal(name="dvo_ready"),
+                         payload=Signal(out_shape, name="dvo_payload"))
         if vw == 1:          # the same bits
             m.d.comb += [dv.valid.eq(vi.valid), vi.ready.eq(dv.ready), dv.payload.eq(vi.payload.as_value()),
                          vo.valid.eq(dvo.valid), dvo.ready.eq(vo.ready), vo.payload.eq(dvo.payload.as_value())]

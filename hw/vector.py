@@ -12,7 +12,7 @@ from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import bits_for
 
-from ..golden.vector import VectorFormats, stats_engine
+from ..golden.vector import VectorFormats, stats_engine, stats_widths
 from ._params import check_positive
 
 __all__ = ["VectorLoad", "VectorInput", "VectorOutput", "VectorInputs", "VectorOutputs", "VectorUnit"]
@@ -221,12 +221,7 @@ class VectorUnit(wiring.Component):
         self._fmts = fmts
         self._acc_width = bits_for(max_k) + 1
         self._hb = bits_for(max_h)
-        rb = fmts.residual.bits
-        self._s_width = rb + self._hb                 # |S| <= H * 2^(rb-1)
-        self._q_width = 2 * rb - 1 + self._hb         # Q <= H * 4^(rb-1)
-        self._m_width = self._q_width + self._hb + bits_for(fmts.eps_code) + 1
-        # one cycle per bit of H and of |S|, at most (m_width - mant_bits)/2 + 1 normalization steps
-        # (or (mant_bits - 2)/2), three per result bit of R, plus the start and the write-back
+        self._s_width, self._q_width, self._m_width = stats_widths(fmts, max_h)
         self._stats_cycles, self._norm_steps = stats_engine(fmts, max_h)
         self._latency = 13
         self._fifo_depth = self._latency + 3
@@ -348,7 +343,8 @@ class VectorUnit(wiring.Component):
             x1 = sg(signed(f.layernorm.bits), "x1", reset_less=True)
             m.d.sync += [acc1.eq(ins.payload.acc[j]), x1.eq(ins.payload.x[j])]
             # stage 2: the table word registered beside the data (memory clock-to-out kept off the math)
-            acc2, x2 = sg(signed(self._acc_width), "acc2", reset_less=True), sg(signed(f.layernorm.bits), "x2", reset_less=True)
+            acc2 = sg(signed(self._acc_width), "acc2", reset_less=True)
+            x2 = sg(signed(f.layernorm.bits), "x2", reset_less=True)
             p2 = sg(dense_l, "p2", reset_less=True)
             m.d.sync += [acc2.eq(acc1), x2.eq(x1), p2.eq(dense_r[j].data)]
             # stage 3: D = 2*acc - K
