@@ -26,15 +26,16 @@ __all__ = ["LinearCommand", "ActivationLoad", "LinearOutput", "LinearRawOutput",
 
 class LinearCommand(data.StructLayout):
     """One layer: ``tokens`` (n, 1..max_tokens), ``k`` (input bits, 1..max_k),
-    ``channels`` (N, 1..max_n), ``base`` (word address of the layer's first weight tile)."""
+    ``channels`` (N, 1..max_n), ``base`` (word address of the layer's first weight tile); with
+    ``raw=True`` (a dual engine's commands) also ``raw`` (1: popcounts out on ``r_stream``)."""
 
-    def __init__(self, max_tokens: int, max_k: int, max_n: int, addr_width: int):
+    def __init__(self, max_tokens: int, max_k: int, max_n: int, addr_width: int, raw: bool = False):
         super().__init__({
             "tokens": unsigned(bits_for(max_tokens)),
             "k": unsigned(bits_for(max_k)),
             "channels": unsigned(bits_for(max_n)),
             "base": unsigned(addr_width),
-        })
+        } | ({"raw": unsigned(1)} if raw else {}))
 
 
 class ActivationLoad(data.StructLayout):
@@ -139,6 +140,16 @@ class LinearEngine(wiring.Component):
     vector unit (:class:`bebert.hw.linear_vector.LinearVectorOp`). Counters and loop order
     are the same (no per-group threshold reload).
 
+    Dual mode (``dual=True``): both, one command at a time, so that the encoder layer's four linear
+    ops share one PE array, one weight buffer and one fetch unit. A command's ``raw`` bit picks its
+    output: 0 sign bits on ``o_stream`` through the threshold unit, 1 popcounts on ``r_stream``
+    (:class:`LinearRawOutput`). The two kinds read separate activation buffers: sign commands the one
+    ``x_stream`` loads (``ceil(max_k/S)`` words a token), raw commands the one ``xr_stream`` loads
+    (``ceil(max_k_raw/S)`` words a token); ``x_stream`` and ``t_stream`` are also ready while a raw
+    command runs and ``xr_stream`` while a sign command runs (a layer's next input is loaded while
+    the current op computes). Thresholds keep the sign commands' width (:attr:`t_width`, that of
+    ``max_k``) and are sign-extended into the threshold unit.
+
     Parameters
     ----------
     p, s : the PE array's output channels and fold width.
@@ -149,6 +160,8 @@ class LinearEngine(wiring.Component):
     counter_bits : width of each performance counter (default 32).
     impl : ``"behavioral"`` or ``"ecp5"`` (passed to the PE array and fetch unit).
     raw : output popcounts, not threshold bits (default False).
+    dual : sign and raw commands (default False; not with ``raw``).
+    max_k_raw : largest ``K`` of a raw command of a dual engine (default ``max_k``).
 
     Raises
     ------
@@ -160,7 +173,16 @@ class LinearEngine(wiring.Component):
 
     def __init__(self, *, p: int, s: int, max_k: int, max_n: int, max_tokens: int, word_bits: int,
                  addr_width: int = 24, fetch_depth: int = 2, counter_bits: int = 32, impl: str = "behavioral",
-                 raw: bool = False):
+                 raw: bool = False, dual: bool = False, max_k_raw: int | None = None):
+        if raw and dual:
+            self._MustUse__used = True
+            raise ValueError("an engine is raw or dual, not both")
+        if max_k_raw is not None and not dual:
+            self._MustUse__used = True
+            raise ValueError("max_k_raw is a dual engine's parameter")
+        self._dual = bool(dual)
+        self._max_k_raw = (check_positive(self, "max_k_raw", max_k_raw) if max_k_raw is not None else max_k) \
+            if dual else None
         self._p = check_positive(self, "P (output channels)", p)
         self._s = check_positive(self, "S (input bits per cycle)", s)
         self._max_k = check_positive(self, "max_k", max_k)
@@ -178,19 +200,26 @@ class LinearEngine(wiring.Component):
             raise ValueError(f"impl must be one of {IMPLS}, not {impl!r}")
         self._impl = impl
         self._raw = bool(raw)
-        self._f_max = -(-max_k // s)
+        self._k_all = max(max_k, self._max_k_raw) if dual else max_k   # the largest K of any command
+        self._f_max = -(-self._k_all // s)
+        self._f_sign = -(-max_k // s)
         self._g_max = -(-max_n // p)
         # the sub-blocks are built here so that their parameter errors surface at construction
-        self.pe = PEArray(p=p, s=s, max_k=max_k, impl=impl)
+        self.pe = PEArray(p=p, s=s, max_k=self._k_all, impl=impl)
+        self._t_width = bits_for(max_k) + 1     # the PE array's acc_width for max_k
         self.thr = None if self._raw else ThresholdUnit(p=p, width=self.pe.acc_width, max_channels=p, word_bits=p)
         self.fetch = WeightFetch(word_bits=word_bits, tile_bits=p * s, addr_width=addr_width,
                                  max_tiles=self._f_max, depth=fetch_depth, impl=impl)
         ports = {"x_stream": In(stream.Signature(ActivationLoad(s)))}
+        if self._dual:
+            ports["xr_stream"] = In(stream.Signature(ActivationLoad(s)))
         if not self._raw:
-            ports["t_stream"] = In(stream.Signature(ThresholdLoad(p, self.pe.acc_width, self._g_max)))
+            ports["t_stream"] = In(stream.Signature(ThresholdLoad(p, self._t_width, self._g_max)))
         out_layout = LinearRawOutput(p, self.pe.acc_width) if self._raw else LinearOutput(p)
+        if self._dual:
+            ports["r_stream"] = Out(stream.Signature(LinearRawOutput(p, self.pe.acc_width)))
         super().__init__(ports | {
-            "c_stream": In(stream.Signature(LinearCommand(max_tokens, max_k, max_n, addr_width))),
+            "c_stream": In(stream.Signature(LinearCommand(max_tokens, self._k_all, max_n, addr_width, raw=dual))),
             "req_stream": Out(stream.Signature(unsigned(addr_width))),
             "rsp_stream": In(stream.Signature(unsigned(word_bits))),
             "o_stream": Out(stream.Signature(out_layout)),
@@ -208,12 +237,17 @@ class LinearEngine(wiring.Component):
     groups = property(lambda self: self._g_max)
     words_per_tile = property(lambda self: self.fetch.words_per_tile)
     raw = property(lambda self: self._raw)
+    dual = property(lambda self: self._dual)
+    max_k_raw = property(lambda self: self._max_k_raw)
+    t_width = property(lambda self: self._t_width)
+    fetch_depth = property(lambda self: self._fetch_depth)
+    counter_bits = property(lambda self: self._counter_bits)
 
     @property
     def codec(self) -> "LinearCodec":
         """Payload encoders for this engine's streams (:class:`LinearCodec`)."""
-        return LinearCodec(p=self._p, s=self._s, max_k=self._max_k, max_n=self._max_n,
-                           max_tokens=self._max_tokens, addr_width=self._addr_width)
+        return LinearCodec(p=self._p, s=self._s, max_k=self._k_all, max_n=self._max_n,
+                           max_tokens=self._max_tokens, addr_width=self._addr_width, dual=self._dual)
 
     def expected_cycles(self, n: int, k: int, n_out: int, bits_per_cycle: float, latency: int, **kw):
         """:func:`bebert.golden.linear.expected_cycles` with this engine's parameters."""
@@ -225,7 +259,7 @@ class LinearEngine(wiring.Component):
         m = Module()
         p, s, f_max = self._p, self._s, self._f_max
         m.submodules.pe = pe = self.pe
-        raw = self._raw
+        raw, dual = self._raw, self._dual
         if not raw:
             m.submodules.thr = thr = self.thr
         m.submodules.fetch = fetch = self.fetch
@@ -234,12 +268,16 @@ class LinearEngine(wiring.Component):
 
         # Buffers: activations (S bits x n*F), the double-buffered group weights (P*S bits x 2*F),
         # the threshold table (one entry per group).
-        m.submodules.xbuf = xbuf = Memory(shape=unsigned(s), depth=self._max_tokens * f_max, init=[])
+        m.submodules.xbuf = xbuf = Memory(shape=unsigned(s), depth=self._max_tokens * self._f_sign, init=[])
         m.submodules.wbuf = wbuf = Memory(shape=unsigned(p * s), depth=2 * f_max, init=[])
         x_wr, x_rd = xbuf.write_port(), xbuf.read_port()
         w_wr, w_rd = wbuf.write_port(), wbuf.read_port()
+        if dual:   # the raw commands' activations
+            m.submodules.xrbuf = xrbuf = Memory(shape=unsigned(s), depth=self._max_tokens * -(-self._max_k_raw // s),
+                                                init=[])
+            xr_wr, xr_rd = xrbuf.write_port(), xrbuf.read_port()
         if not raw:
-            entry = ThresholdEntry(p, self.pe.acc_width)
+            entry = ThresholdEntry(p, self._t_width)
             m.submodules.tbuf = tbuf = Memory(shape=entry, depth=self._g_max, init=[])
             t_wr, t_rd = tbuf.write_port(), tbuf.read_port()
 
@@ -247,17 +285,32 @@ class LinearEngine(wiring.Component):
         setup = Signal()
         m.d.comb += self.running.eq(running)
 
-        # ---- loads (only between commands)
-        x_ptr = Signal(range(self._max_tokens * f_max))
+        cmd = Signal(LinearCommand(self._max_tokens, self._k_all, self._max_n, self._addr_width, raw=dual))
+        is_raw = cmd.raw if dual else Const(int(raw), 1)
+
+        # ---- loads (only between commands; a dual engine's sign-side loads also during a raw command and its
+        # raw-side load during a sign command)
+        sign_free = (~running | is_raw) if dual else ~running
+        x_ptr = Signal(range(self._max_tokens * self._f_sign))
         m.d.comb += [
-            self.x_stream.ready.eq(~running),
+            self.x_stream.ready.eq(sign_free),
             x_wr.addr.eq(x_ptr),
             x_wr.data.eq(self.x_stream.payload.data),
             x_wr.en.eq(self.x_stream.valid & self.x_stream.ready),
         ]
+        if dual:
+            xr_ptr = Signal(range(self._max_tokens * -(-self._max_k_raw // s)))
+            m.d.comb += [
+                self.xr_stream.ready.eq(~running | ~is_raw),
+                xr_wr.addr.eq(xr_ptr),
+                xr_wr.data.eq(self.xr_stream.payload.data),
+                xr_wr.en.eq(self.xr_stream.valid & self.xr_stream.ready),
+            ]
+            with m.If(xr_wr.en):
+                m.d.sync += xr_ptr.eq(Mux(self.xr_stream.payload.last, 0, xr_ptr + 1))
         if not raw:
             m.d.comb += [
-                self.t_stream.ready.eq(~running),
+                self.t_stream.ready.eq(sign_free),
                 t_wr.addr.eq(self.t_stream.payload.addr),
                 t_wr.data.t.eq(self.t_stream.payload.t),
                 t_wr.data.pol.eq(self.t_stream.payload.pol),
@@ -268,9 +321,8 @@ class LinearEngine(wiring.Component):
 
         # ---- command and setup: F = ceil(K/S), the last fold's bits, words per group (no divider:
         # one cycle per fold)
-        cmd = Signal(LinearCommand(self._max_tokens, self._max_k, self._max_n, self._addr_width))
         f_last_idx = Signal(range(f_max))        # F - 1
-        k_left = Signal(bits_for(self._max_k))   # during setup: bits from fold f_last_idx on
+        k_left = Signal(bits_for(self._k_all))   # during setup: bits from fold f_last_idx on
         rem_mask = Signal(s)                     # valid bits of the last fold
         rem = Signal(range(s + 1))
         wpt = self.fetch.words_per_tile
@@ -351,10 +403,11 @@ class LinearEngine(wiring.Component):
             issue.eq(advance & rd_active & weights_in),
             x_rd.addr.eq(x_base + f),
             x_rd.en.eq(advance),
+            *([xr_rd.addr.eq(x_base + f), xr_rd.en.eq(advance)] if dual else []),
             w_rd.addr.eq(bank_base(rb) + f),
             w_rd.en.eq(advance),
             pe.i_stream.valid.eq(b_valid),
-            pe.i_stream.payload.a.eq(x_rd.data & b_ctl.mask),
+            pe.i_stream.payload.a.eq((Mux(is_raw, xr_rd.data, x_rd.data) if dual else x_rd.data) & b_ctl.mask),
             pe.i_stream.payload.w.eq(w_rd.data),
             pe.i_stream.payload.n.eq(b_ctl.n),
             pe.i_stream.payload.mode.eq(Mode.XNOR),
@@ -386,7 +439,9 @@ class LinearEngine(wiring.Component):
         with m.Else():
             m.d.sync += full.eq((full | set_full) & ~clr_full)
 
-        if raw:   # the PE array's results go straight out
+        # a raw command's results go straight out (a raw engine's o_stream, a dual engine's r_stream)
+        r_out = self.o_stream if raw else (self.r_stream if dual else None)
+        if raw:
             m.d.comb += pe.o_stream.ready.eq(self.o_stream.ready)
         else:
             # ---- threshold side: before each group, its table entry goes into the threshold unit
@@ -399,15 +454,16 @@ class LinearEngine(wiring.Component):
             m.d.comb += [
                 thr.t_stream.valid.eq(th_state == 2),
                 thr.t_stream.payload.addr.eq(0),
-                thr.t_stream.payload.t.eq(t_rd.data.t),
+                *(thr.t_stream.payload.t[i].eq(t_rd.data.t[i]) for i in range(p)),   # sign-extended
                 thr.t_stream.payload.pol.eq(t_rd.data.pol),
                 thr.t_stream.payload.last.eq(1),
                 thr.i_stream.payload.eq(pe.o_stream.payload),
                 thr.i_stream.valid.eq(pe.o_stream.valid & (th_state == 3)),
-                pe.o_stream.ready.eq(thr.i_stream.ready & (th_state == 3)),
+                pe.o_stream.ready.eq(Mux(is_raw, r_out.ready, thr.i_stream.ready & (th_state == 3)) if dual
+                                     else thr.i_stream.ready & (th_state == 3)),
             ]
             with m.If(start):
-                m.d.sync += [th_state.eq(1), th_g.eq(0), th_c0.eq(0), th_t.eq(0)]
+                m.d.sync += [th_state.eq(Mux(is_raw, 0, 1)), th_g.eq(0), th_c0.eq(0), th_t.eq(0)]
             with m.Elif(th_state == 1):
                 m.d.sync += th_state.eq(2)
             with m.Elif(th_state == 2):
@@ -427,19 +483,22 @@ class LinearEngine(wiring.Component):
         o_mask = Cat(*(o_left > i for i in range(p)))
         o_final = (o_t == cmd.tokens - 1) & last_group_of(o_c0)
         m.d.comb += self.o_stream.payload.last.eq(o_final)
-        if raw:
-            m.d.comb += self.o_stream.valid.eq(pe.o_stream.valid)
+        if r_out is not None:
+            m.d.comb += [r_out.valid.eq(pe.o_stream.valid & is_raw), r_out.payload.last.eq(o_final)]
             for i in range(p):
-                m.d.comb += self.o_stream.payload.acc[i].eq(Mux(o_mask[i], pe.o_stream.payload[i], 0))
-        else:
+                m.d.comb += r_out.payload.acc[i].eq(Mux(o_mask[i], pe.o_stream.payload[i], 0))
+        if not raw:
             m.d.comb += [
                 self.o_stream.valid.eq(thr.o_stream.valid),
                 thr.o_stream.ready.eq(self.o_stream.ready),
                 self.o_stream.payload.bits.eq(thr.o_stream.payload.bits[:p] & o_mask),
             ]
+        o_take = self.o_stream.valid & self.o_stream.ready
+        if dual:
+            o_take = o_take | r_out.valid & r_out.ready
         with m.If(start):
             m.d.sync += [o_c0.eq(0), o_t.eq(0)]
-        with m.Elif(self.o_stream.valid & self.o_stream.ready):
+        with m.Elif(o_take):
             with m.If(o_t == cmd.tokens - 1):
                 m.d.sync += [o_t.eq(0), o_c0.eq(o_c0 + p)]
             with m.Else():
@@ -468,9 +527,11 @@ class LinearCodec:
     """Payload encoders/decoders of a :class:`LinearEngine`'s streams, from its parameters alone
     (a cocotb testbench builds one without the component)."""
 
-    def __init__(self, *, p: int, s: int, max_k: int, max_n: int, max_tokens: int, addr_width: int = 24):
+    def __init__(self, *, p: int, s: int, max_k: int, max_n: int, max_tokens: int, addr_width: int = 24,
+                 dual: bool = False):
         self.p, self.s, self.max_k, self.max_n, self.max_tokens = p, s, max_k, max_n, max_tokens
-        self.command_layout = LinearCommand(max_tokens, max_k, max_n, addr_width)
+        self.dual = dual
+        self.command_layout = LinearCommand(max_tokens, max_k, max_n, addr_width, raw=dual)
         self.x_layout = ActivationLoad(s)
         self.o_layout = LinearOutput(p)
 
@@ -481,14 +542,18 @@ class LinearCodec:
             raise ValueError(f"{name}={value} does not fit {width} bits")
         return int(value) << lay[name].offset
 
-    def command(self, tokens: int, k: int, channels: int, base: int) -> int:
-        """A ``c_stream`` payload; raises ``ValueError`` for values outside the engine's limits."""
+    def command(self, tokens: int, k: int, channels: int, base: int, raw: bool = False) -> int:
+        """A ``c_stream`` payload (``raw``: a dual engine's raw command); raises ``ValueError`` for values
+        outside the engine's limits."""
+        if raw and not self.dual:
+            raise ValueError("only a dual engine takes raw commands")
         for name, v, hi in (("tokens", tokens, self.max_tokens), ("k", k, self.max_k),
                             ("channels", channels, self.max_n)):
             if not 1 <= v <= hi:
                 raise ValueError(f"{name}={v} is outside 1..{hi} of this engine")
         lay, f = self.command_layout, self._field
-        return f(lay, "tokens", tokens) | f(lay, "k", k) | f(lay, "channels", channels) | f(lay, "base", base)
+        word = f(lay, "tokens", tokens) | f(lay, "k", k) | f(lay, "channels", channels) | f(lay, "base", base)
+        return word | f(lay, "raw", int(raw)) if self.dual else word
 
     def activations(self, beats: list[int]) -> list[int]:
         """``x_stream`` payloads for :func:`bebert.golden.linear.activation_beats`, the last one flagged."""

@@ -13,7 +13,7 @@ from bebert.golden.fetch import fetch_tiles
 from bebert.golden.linear import (activation_beats, expected_cycles, layers_memory, linear_popcounts, linear_sign,
                                   output_beats, random_layer, raw_output_beats, weight_tiles)
 from bebert.golden.pe_array import pack_bits
-from bebert.hw.linear import LinearEngine
+from bebert.hw.linear import LinearCodec, LinearEngine
 from bebert.sim.memory import MemoryTiming, amaranth_memory
 from bebert.sim.streams import feeder, stream_get
 from bebert.sim.tb_linear import layer_feeds
@@ -29,10 +29,11 @@ def dirty_padding(codec, beats, k, rng):
             for i, b in enumerate(beats)]
 
 
-def run_layers(dut, layers, *, latency=4, bw=None, stall=0.0, idle=0.0, seed=0, base=5, dirty=False):
+def run_layers(dut, layers, *, latency=4, bw=None, stall=0.0, idle=0.0, seed=0, base=5, dirty=False, raw=None):
     """Load and run every layer on ``dut`` in turn; returns a list of per-layer dicts.
 
-    ``dirty``: activation bits past ``K`` are random instead of zero.
+    ``dirty``: activation bits past ``K`` are random instead of zero. ``raw``: per layer, a raw command (a
+    dual engine's: ``xr_stream`` load, popcounts on ``r_stream``; default: the engine's kind for all).
 
     Each dict: ``got`` (output (bits, last) pairs), ``want``, ``counters`` (read after the
     last beat), ``measured`` (cycles from the command's acceptance to its last output transfer).
@@ -46,21 +47,27 @@ def run_layers(dut, layers, *, latency=4, bw=None, stall=0.0, idle=0.0, seed=0, 
         assert fetch_tiles(words, wb, p * s, b, len(tiles)) == tiles  # the layout is the fetch order
     timing = MemoryTiming(latency, bw or wb, wb)
 
+    raw = [dut.raw] * len(layers) if raw is None else list(raw)
     feeds = []
     wants = []
-    for layer, b in zip(layers, bases):
-        (xb, tl, cmd), want = layer_feeds(codec, layer, b, dut.acc_width, dut.groups)
+    for layer, b, is_raw in zip(layers, bases, raw):
+        (xb, tl, cmd), want = layer_feeds(codec, layer, b, dut.t_width, dut.groups)
         if dirty:
             xb = dirty_padding(codec, xb, layer.k, rng)
-        if dut.raw:   # no thresholds; popcount beats
-            feeds += [(dut.x_stream, xb), (dut.c_stream, cmd)]
+        if is_raw:   # no thresholds; popcount beats
+            if dut.dual:
+                feeds += [(dut.xr_stream, xb), (dut.c_stream, [codec.command(layer.n, layer.k, layer.n_out, b,
+                                                                             raw=True)])]
+            else:
+                feeds += [(dut.x_stream, xb), (dut.c_stream, cmd)]
             beats = raw_output_beats(linear_popcounts(pack_bits(layer.x), pack_bits(layer.w), layer.k), p)
             want = [(v, int(i == len(beats) - 1)) for i, v in enumerate(beats)]
         else:
             feeds += [(dut.x_stream, xb), (dut.t_stream, tl), (dut.c_stream, cmd)]
         wants.append(want)
-    decode = (lambda w: codec.raw_output(w, dut.acc_width)) if dut.raw else codec.output
-    results = [dict(want=w, got=[]) for w in wants]
+    decode_raw = lambda w: codec.raw_output(w, dut.acc_width)  # noqa: E731
+    results = [dict(want=w, got=[], stream=(dut.r_stream if dut.dual else dut.o_stream) if r else dut.o_stream,
+                    decode=decode_raw if r else codec.output) for w, r in zip(wants, raw)]
     accepts, finals = [], []
     done = []
 
@@ -75,7 +82,7 @@ def run_layers(dut, layers, *, latency=4, bw=None, stall=0.0, idle=0.0, seed=0, 
             while len(res["got"]) < len(res["want"]):
                 while prng.random() < stall:
                     await ctx.tick()
-                res["got"].append(decode(await stream_get(ctx, dut.o_stream)))
+                res["got"].append(res["decode"](await stream_get(ctx, res["stream"])))
                 if res["got"][-1][1]:
                     break
             # the edge that took the last beat ended the command: the counters are final now
@@ -84,15 +91,17 @@ def run_layers(dut, layers, *, latency=4, bw=None, stall=0.0, idle=0.0, seed=0, 
             assert ctx.get(dut.running) == 0
         done.append(True)
 
+    outs = [dut.o_stream] + ([dut.r_stream] if dut.dual else [])
+
     async def watcher(ctx):
         cycle = 0
-        async for _, _, cv, cr, ov, orr, payload in ctx.tick().sample(
-                dut.c_stream.valid, dut.c_stream.ready, dut.o_stream.valid, dut.o_stream.ready,
-                dut.o_stream.payload.as_value()):
+        async for _, _, cv, cr, *beats in ctx.tick().sample(
+                dut.c_stream.valid, dut.c_stream.ready,
+                *(v for o in outs for v in (o.valid, o.ready, o.payload.last))):
             cycle += 1
             if cv and cr:
                 accepts.append(cycle)
-            if ov and orr and decode(payload)[1]:
+            if any(beats[i] and beats[i + 1] and beats[i + 2] for i in range(0, len(beats), 3)):
                 finals.append(cycle)
 
     sim = Simulator(dut)
@@ -155,6 +164,66 @@ def test_raw_mode_popcounts_with_stalls(p, s, word_bits, shapes):
     for res, layer in zip(results, layers):
         assert res["got"] == res["want"]
         check_counters(res, layer, p, s)
+
+
+@pytest.mark.parametrize("p,s,word_bits,max_k,max_k_raw,shapes", [
+    # (n, K, N, raw) in order on one dual engine: raw K past the sign commands' max_k, N % P, n = 1
+    (4, 16, 16, 40, 100, [(3, 40, 10, 0), (3, 100, 8, 1), (1, 17, 5, 1), (2, 33, 9, 0), (5, 64, 7, 1), (1, 1, 1, 0)]),
+    (3, 8, 8, 20, 20, [(4, 20, 7, 1), (4, 20, 7, 0), (2, 9, 3, 1)]),          # max_k_raw = max_k, P odd
+])
+def test_dual_engine_sign_and_raw_commands_with_stalls(p, s, word_bits, max_k, max_k_raw, shapes):
+    """A dual engine: sign and raw commands interleaved, each exact (bits on o_stream, popcounts on r_stream),
+    the next layer's load given while the current one runs, counters as a single-kind engine's."""
+    rng = np.random.default_rng(p * 7 + s)
+    dut = LinearEngine(p=p, s=s, max_k=max_k, max_n=max(c for _, _, c, _ in shapes),
+                       max_tokens=max(n for n, *_ in shapes), word_bits=word_bits, addr_width=12, dual=True,
+                       max_k_raw=max_k_raw)
+    assert dut.t_width == max_k.bit_length() + 1 and dut.acc_width == max(max_k, max_k_raw).bit_length() + 1
+    layers = [random_layer(rng, n, k, n_out, p, dut.t_width) for n, k, n_out, _ in shapes]
+    results = run_layers(dut, layers, latency=5, bw=word_bits / 2, stall=0.4, idle=0.3, seed=p + 1, dirty=True,
+                         raw=[r for *_, r in shapes])
+    for res, layer in zip(results, layers):
+        assert res["got"] == res["want"]
+        check_counters(res, layer, p, s)
+
+
+def test_dual_engine_loads_during_the_other_kind():
+    """While a raw command runs, the sign side's activation and threshold loads are ready and the raw side's
+    is not; while a sign command runs, the other way round (the memory never answers: the command stays)."""
+    def readies(raw):
+        dut = LinearEngine(p=2, s=8, max_k=16, max_n=8, max_tokens=4, word_bits=8, addr_width=12, dual=True,
+                           max_k_raw=32)
+        seen = []
+
+        async def bench(ctx):
+            ctx.set(dut.c_stream.payload.as_value(), dut.codec.command(2, 16, 4, 0, raw=raw))
+            ctx.set(dut.c_stream.valid, 1)
+            await ctx.tick()
+            ctx.set(dut.c_stream.valid, 0)
+            await ctx.tick().repeat(3)
+            seen.append((ctx.get(dut.running), ctx.get(dut.x_stream.ready), ctx.get(dut.t_stream.ready),
+                         ctx.get(dut.xr_stream.ready), ctx.get(dut.c_stream.ready)))
+
+        sim = Simulator(dut)
+        sim.add_clock(1e-8)
+        sim.add_testbench(bench)
+        sim.run()
+        return seen[0]
+
+    assert readies(True) == (1, 1, 1, 0, 0)
+    assert readies(False) == (1, 0, 0, 1, 0)
+
+
+def test_dual_engine_bad_parameters():
+    kw = dict(p=2, s=8, max_k=16, max_n=8, max_tokens=4, word_bits=8)
+    with pytest.raises(ValueError, match="raw or dual"):
+        LinearEngine(**kw, raw=True, dual=True)
+    with pytest.raises(ValueError, match="max_k_raw is a dual"):
+        LinearEngine(**kw, max_k_raw=32)
+    with pytest.raises(TypeError, match="max_k_raw"):
+        LinearEngine(**kw, dual=True, max_k_raw=0)
+    with pytest.raises(ValueError, match="only a dual engine"):
+        LinearCodec(p=2, s=8, max_k=16, max_n=8, max_tokens=4).command(1, 8, 2, 0, raw=True)
 
 
 @pytest.mark.parametrize("p,s,word_bits,n,k,n_out,latency,bw", [(4, 16, 16, 8, 64, 16, 6, 16.0),
