@@ -147,11 +147,12 @@ class EncoderLayer(wiring.Component):
 
     ``out = ffn_ln`` of the layer for the input residual codes ``R`` (``n x H``), exactly
     :func:`bebert.golden.encoder.encoder_layer` (= :class:`bebert.golden.infer.GoldenModel`'s
-    layer). One :class:`~bebert.hw.linear.LinearEngine` (Q/K/V as one command of ``N = 3H``
-    channels, then FFN1), one :class:`~bebert.hw.linear_vector.LinearVectorOp` (``attn_out`` +
-    ``attn_ln`` with the layer input as residual, then ``ffn_out`` + ``ffn_ln``) and one
-    :class:`~bebert.hw.attention.BiAttention` (head size ``d = H / heads``), with the buffers
-    between them:
+    layer). One dual :class:`~bebert.hw.linear.LinearEngine` runs all four linear ops, so a lane has one
+    PE array, one weight buffer and one fetch unit: Q/K/V (one sign command of ``N = 3H`` channels) and
+    FFN1 (a sign command) for the layer, ``attn_out`` and ``ffn_out`` (raw commands) for the
+    :class:`~bebert.hw.linear_vector.LinearVectorOp` (``attn_out`` + ``attn_ln`` with the layer input as
+    residual, then ``ffn_out`` + ``ffn_ln``), which shares it; one
+    :class:`~bebert.hw.attention.BiAttention` (head size ``d = H / heads``); the buffers between them:
 
     - the bit buffer (``max_tokens`` words of ``max(ceil(3H/P), ceil(F/P)) * P`` bits, written
       ``P`` bits per engine beat): the Q/K/V bits, later the FFN1 bits of token ``t`` in word ``t``;
@@ -177,9 +178,9 @@ class EncoderLayer(wiring.Component):
     layer's weights and tables) given with no ``i_stream`` load runs the next layer on this one's output;
     the accelerator loads only the first layer of a member.
 
-    The ops run one at a time; the single memory port goes to the engine or to the
-    linear + vector op, whichever runs (an op's fetches are all answered before its last output,
-    so the switch never splits a transaction).
+    The ops run one at a time; the memory port is the engine's. The engine's two activation buffers
+    are the sign commands' (the layer input's and ``attn_ln``'s bits, written by the bit packer while
+    a raw command runs) and the raw commands' (the context and FFN1 bits, copied in before them).
 
     Ports
     -----
@@ -253,13 +254,15 @@ class EncoderLayer(wiring.Component):
             self._MustUse__used = True
             raise ValueError(f"vw = {vw} channels a beat must divide S = {s} and the hidden size {hidden}")
         try:
+            # one dual engine for the four linear ops: Q/K/V and FFN1 as sign commands, attn_out and ffn_out as
+            # the linear + vector op's raw commands
             self.eng = LinearEngine(p=p, s=s, max_k=hidden, max_n=max(3 * hidden, ffn), max_tokens=max_tokens,
                                     word_bits=word_bits, addr_width=addr_width, fetch_depth=fetch_depth,
-                                    counter_bits=counter_bits, impl=impl)
+                                    counter_bits=counter_bits, impl=impl, dual=True, max_k_raw=max(hidden, ffn))
             self.lv = LinearVectorOp(p=p, s=s, max_k=max(hidden, ffn), max_h=hidden, max_tokens=max_tokens,
                                      word_bits=word_bits, fmts=fmts if fmts is not None else VectorFormats.default(hidden),
                                      addr_width=addr_width, fetch_depth=fetch_depth, counter_bits=counter_bits,
-                                     impl=impl, vw=vw)
+                                     impl=impl, vw=vw, engine=self.eng)
             self.att = BiAttention(d=hidden // heads, max_len=max_tokens, kb=kb, impl=impl)
         except (TypeError, ValueError):
             self._MustUse__used = True
@@ -277,7 +280,7 @@ class EncoderLayer(wiring.Component):
         self._offsets = _golden.layer_offsets(hidden, ffn, p, s, word_bits)
         super().__init__({
             "i_stream": In(stream.Signature(EncoderInput(self._fmts))),
-            "t_stream": In(stream.Signature(ThresholdLoad(p, self.eng.acc_width, self._gq + self._gf))),
+            "t_stream": In(stream.Signature(ThresholdLoad(p, self.eng.t_width, self._gq + self._gf))),
             "p_stream": In(stream.Signature(EncoderParamLoad(self._fmts, hidden))),
             "c_stream": In(stream.Signature(EncoderCommand(max_tokens, addr_width))),
             "req_stream": Out(stream.Signature(unsigned(addr_width))),
@@ -298,7 +301,7 @@ class EncoderLayer(wiring.Component):
     s = property(lambda self: self._s)
     word_bits = property(lambda self: self._word_bits)
     fmts = property(lambda self: self._fmts)
-    acc_width = property(lambda self: self.eng.acc_width)
+    acc_width = property(lambda self: self.eng.t_width)   # of the threshold table's entries
     offsets = property(lambda self: dict(self._offsets))
     vw = property(lambda self: self._vw)
 
@@ -306,7 +309,7 @@ class EncoderLayer(wiring.Component):
     def codec(self) -> "EncoderCodec":
         """Payload encoders for this layer's streams."""
         return EncoderCodec(hidden=self._h, ffn=self._f, p=self._p, max_tokens=self._max_tokens, fmts=self._fmts,
-                            acc_width=self.eng.acc_width, addr_width=self._addr_width, vw=self._vw)
+                            acc_width=self.eng.t_width, addr_width=self._addr_width, vw=self._vw)
 
     def expected_cycles(self, n: int, bits_per_cycle: float, latency: int, **kw):
         """:func:`bebert.golden.encoder.expected_cycles` with this layer's parameters."""
@@ -354,7 +357,7 @@ class EncoderLayer(wiring.Component):
         m.submodules.cbuf = cbuf = Memory(shape=unsigned(wc_), depth=mt * cc_, init=[])
         m.submodules.bacc = bacc = Memory(shape=unsigned(wb_), depth=mt, init=[])
         m.submodules.cacc = cacc = Memory(shape=unsigned(wc_), depth=mt, init=[])
-        m.submodules.tbl = tbl = Memory(shape=ThresholdEntry(p, eng.acc_width), depth=gq + gf, init=[])
+        m.submodules.tbl = tbl = Memory(shape=ThresholdEntry(p, eng.t_width), depth=gq + gf, init=[])
         m.submodules.vtbl = vtbl = Memory(shape=_VectorEntry(self._fmts), depth=2 * h, init=[])
         b_wr, b_rd, b_rv = bbuf.write_port(), bbuf.read_port(), bbuf.read_port()
         c_wr, c_rd = cbuf.write_port(), cbuf.read_port()
@@ -423,7 +426,7 @@ class EncoderLayer(wiring.Component):
         # x copy: a bit buffer (context or FFN bits) into the linear + vector op's activations
         x_sel = Signal()           # 0: context buffer (H bits), 1: bit buffer (FFN bits)
         x_cnt = Signal(range(max(fh, ff) + 1))
-        xcopy = _Copy(m, "xcopy", cmd.tokens, mt, x_cnt, max(fh, ff), lv.x_stream.ready, o_times=sorted({cb_, cc_}))
+        xcopy = _Copy(m, "xcopy", cmd.tokens, mt, x_cnt, max(fh, ff), eng.xr_stream.ready, o_times=sorted({cb_, cc_}))
         # attention feed: outer = 2*head + (0: K/V beats, 1: queries), inner = token
         afeed = _Copy(m, "afeed", 2 * a, 2 * a, cmd.tokens, mt, att.i_stream.ready, i_times=(cb_,))
 
@@ -442,9 +445,9 @@ class EncoderLayer(wiring.Component):
             c_rd.addr.eq(xcopy.o_times[cc_] + xc_word[xcopy.i]), c_rd.en.eq(xcopy.advance),
             xb_sel.eq(b_rd.data.word_select(xb_slot[xcopy.b_i], s)) if wb_ > s else xb_sel.eq(b_rd.data),
             xc_sel.eq(c_rd.data.word_select(xc_slot[xcopy.b_i], s)) if wc_ > s else xc_sel.eq(c_rd.data),
-            lv.x_stream.valid.eq(xcopy.b_valid),
-            lv.x_stream.payload.data.eq(Mux(x_sel, xb_sel, xc_sel)),
-            lv.x_stream.payload.last.eq(xcopy.b_last),
+            eng.xr_stream.valid.eq(xcopy.b_valid),
+            eng.xr_stream.payload.data.eq(Mux(x_sel, xb_sel, xc_sel)),
+            eng.xr_stream.payload.last.eq(xcopy.b_last),
         ]
         # the attention feed reads head j's d bits (Q: j = head, K: head + A, V: head + 2A) from word
         # t*C + j*d // W, slot (j*d % W) / d; the bit buffer's first read port serves the x copy outside it
@@ -579,36 +582,32 @@ class EncoderLayer(wiring.Component):
                 m.d.sync += [o_i.eq(o_i + 1), o_base.eq(o_base + cc_)]
         lv_done = lvo.valid & lvo.ready & lvo.payload.final
 
-        # ---- memory port: the engine's or the linear + vector op's
-        sel = Signal()
-        m.d.comb += sel.eq(in_ao | in_fo)
-        m.d.comb += [
-            self.req_stream.valid.eq(Mux(sel, lv.req_stream.valid, eng.req_stream.valid)),
-            self.req_stream.payload.eq(Mux(sel, lv.req_stream.payload, eng.req_stream.payload)),
-            eng.req_stream.ready.eq(self.req_stream.ready & ~sel),
-            lv.req_stream.ready.eq(self.req_stream.ready & sel),
-            eng.rsp_stream.valid.eq(self.rsp_stream.valid & ~sel),
-            lv.rsp_stream.valid.eq(self.rsp_stream.valid & sel),
-            eng.rsp_stream.payload.eq(self.rsp_stream.payload),
-            lv.rsp_stream.payload.eq(self.rsp_stream.payload),
-            self.rsp_stream.ready.eq(Mux(sel, lv.rsp_stream.ready, eng.rsp_stream.ready)),
-        ]
+        # ---- memory port: the engine's (all four linear ops)
+        wiring.connect(m, eng.req_stream, wiring.flipped(self.req_stream))
+        wiring.connect(m, wiring.flipped(self.rsp_stream), eng.rsp_stream)
 
-        # ---- commands of the ops
+        # ---- commands of the ops: the engine's own (sign: Q/K/V, FFN1) or the linear + vector op's (raw)
         base = cmd.base
+        sign_valid = (in_qkv | in_fi) & (step == 0) & ~tcopy.busy
+        ec = lv.ec_stream
         m.d.comb += [
-            eng.c_stream.valid.eq((in_qkv | in_fi) & (step == 0) & ~tcopy.busy),
-            eng.c_stream.payload.tokens.eq(cmd.tokens),
-            eng.c_stream.payload.k.eq(h),
-            eng.c_stream.payload.channels.eq(Mux(in_qkv, 3 * h, f)),
-            eng.c_stream.payload.base.eq(base + Mux(in_qkv, off["qkv"], off["ffn_in"])),
+            eng.c_stream.valid.eq(sign_valid | ec.valid),
+            ec.ready.eq(eng.c_stream.ready),
+            eng.c_stream.payload.tokens.eq(Mux(ec.valid, ec.payload.tokens, cmd.tokens)),
+            eng.c_stream.payload.k.eq(Mux(ec.valid, ec.payload.k, h)),
+            eng.c_stream.payload.channels.eq(Mux(ec.valid, ec.payload.channels, Mux(in_qkv, 3 * h, f))),
+            eng.c_stream.payload.base.eq(Mux(ec.valid, ec.payload.base, base + Mux(in_qkv, off["qkv"], off["ffn_in"]))),
+            eng.c_stream.payload.raw.eq(ec.valid),
+            lv.eo_stream.valid.eq(eng.r_stream.valid), lv.eo_stream.payload.eq(eng.r_stream.payload),
+            eng.r_stream.ready.eq(lv.eo_stream.ready),
+            lv.e_counters.eq(eng.counters),
             lv.c_stream.valid.eq((in_ao | in_fo) & (step == 0) & ~xcopy.busy & ~pcopy.busy),
             lv.c_stream.payload.tokens.eq(cmd.tokens),
             lv.c_stream.payload.k.eq(Mux(in_ao, h, f)),
             lv.c_stream.payload.channels.eq(h),
             lv.c_stream.payload.base.eq(base + Mux(in_ao, off["attn_out"], off["ffn_out"])),
         ]
-        with m.If(eng.c_stream.valid & eng.c_stream.ready | lv.c_stream.valid & lv.c_stream.ready):
+        with m.If(eng.c_stream.valid & eng.c_stream.ready):
             m.d.sync += step.eq(1)
 
         # ---- the sequence

@@ -17,7 +17,7 @@ from ..golden import linear_vector as _golden
 from ..golden.vector import VectorFormats
 from ._params import StreamEnds, check_positive
 from ._params import pack_fields as _pack
-from .linear import ActivationLoad, LinearCodec, LinearCommand, LinearEngine
+from .linear import ActivationLoad, LinearCodec, LinearCommand, LinearEngine, LinearRawOutput, PerfCounters
 from .vector import VectorInput, VectorLoad, VectorOutput, VectorUnit
 
 __all__ = ["ResidualLoad", "LinearVectorOutput", "LinearVectorCounters", "LinearVectorOp", "LinearVectorCodec"]
@@ -99,6 +99,17 @@ class LinearVectorOp(wiring.Component):
         has one vector unit): ``v_stream`` beats go straight into it, its results come out on ``vo_stream``.
         A command must not be given before the last direct result is out (they would leave on ``o_stream``).
 
+    With ``engine`` given (a dual :class:`~bebert.hw.linear.LinearEngine` that its owner elaborates and
+    shares, as the encoder layer does for all four of its linear ops), the op has no engine of its own and
+    no ``x_stream`` or memory port; instead:
+
+    ec_stream : Out(:class:`bebert.hw.linear.LinearCommand`)
+        The accepted ``c_stream`` command, for the owner to give to the shared engine as a raw command.
+    eo_stream : In(:class:`bebert.hw.linear.LinearRawOutput`)
+        The shared engine's ``r_stream`` (always ready).
+    e_counters : In(:class:`bebert.hw.linear.PerfCounters`)
+        The shared engine's counters (``busy``, ``stall_weights``, ``stall_output`` pass through).
+
     Parameters
     ----------
     p, s, max_k, max_tokens, word_bits, addr_width, fetch_depth, counter_bits, impl :
@@ -107,6 +118,9 @@ class LinearVectorOp(wiring.Component):
         Largest ``H`` (output channels of the linear layer = LayerNorm width).
     fmts : VectorFormats, optional
         The vector unit's formats (default :meth:`VectorFormats.default` for ``max_h``).
+    engine : LinearEngine, optional
+        A shared dual engine (``p``, ``s``, ``counter_bits`` equal, ``max_k_raw >= max_k``,
+        ``max_n >= max_h``, ``max_tokens >= max_tokens``).
 
     Raises
     ------
@@ -121,7 +135,7 @@ class LinearVectorOp(wiring.Component):
 
     def __init__(self, *, p: int, s: int, max_k: int, max_h: int, max_tokens: int, word_bits: int,
                  fmts: VectorFormats | None = None, addr_width: int = 24, fetch_depth: int = 2,
-                 counter_bits: int = 32, impl: str = "behavioral", vw: int = 1):
+                 counter_bits: int = 32, impl: str = "behavioral", vw: int = 1, engine: LinearEngine | None = None):
         for name, v in (("P (output channels)", p), ("S (input bits per cycle)", s), ("max_k", max_k),
                         ("max_h", max_h), ("max_tokens", max_tokens), ("word_bits", word_bits),
                         ("counter_bits", counter_bits)):
@@ -132,10 +146,19 @@ class LinearVectorOp(wiring.Component):
         if isinstance(vw, int) and not isinstance(vw, bool) and vw >= 1 and p % vw:
             self._MustUse__used = True
             raise ValueError(f"vw = {vw} channels a beat must divide P = {p} (a beat is a slice of a P-channel group)")
+        if engine is not None:
+            bad = not isinstance(engine, LinearEngine) or not engine.dual or (
+                engine.p, engine.s, engine.counter_bits) != (p, s, counter_bits) or engine.max_k_raw < max_k \
+                or engine.max_n < max_h or engine.max_tokens < max_tokens
+            if bad:
+                self._MustUse__used = True
+                raise ValueError(f"engine must be a dual LinearEngine of P = {p}, S = {s}, {counter_bits}-bit "
+                                 f"counters, max_k_raw >= {max_k}, max_n >= {max_h}, max_tokens >= {max_tokens}")
+        self._shared = engine is not None
         try:
-            self.engine = LinearEngine(p=p, s=s, max_k=max_k, max_n=max_h, max_tokens=max_tokens,
-                                       word_bits=word_bits, addr_width=addr_width, fetch_depth=fetch_depth,
-                                       counter_bits=counter_bits, impl=impl, raw=True)
+            self.engine = engine if engine is not None else LinearEngine(
+                p=p, s=s, max_k=max_k, max_n=max_h, max_tokens=max_tokens, word_bits=word_bits,
+                addr_width=addr_width, fetch_depth=fetch_depth, counter_bits=counter_bits, impl=impl, raw=True)
             self.vu = VectorUnit(max_h=max_h, max_k=max_k, fmts=fmts, vw=vw)
         except (TypeError, ValueError):
             self._MustUse__used = True
@@ -146,13 +169,19 @@ class LinearVectorOp(wiring.Component):
         self._vw = vw
         self._fmts = self.vu.fmts
         self._g_max = -(-max_h // p)
-        super().__init__({
-            "x_stream": In(stream.Signature(ActivationLoad(s))),
+        cmd_sig = stream.Signature(LinearCommand(max_tokens, max_k, max_h, addr_width))
+        if self._shared:
+            ends = {"ec_stream": Out(cmd_sig),
+                    "eo_stream": In(stream.Signature(LinearRawOutput(p, self.engine.acc_width))),
+                    "e_counters": In(PerfCounters(counter_bits))}
+        else:
+            ends = {"x_stream": In(stream.Signature(ActivationLoad(s))),
+                    "req_stream": Out(stream.Signature(unsigned(addr_width))),
+                    "rsp_stream": In(stream.Signature(unsigned(word_bits)))}
+        super().__init__(ends | {
             "p_stream": In(stream.Signature(VectorLoad(self._fmts, max_h, max_k))),
             "r_stream": In(stream.Signature(ResidualLoad(self._fmts))),
-            "c_stream": In(stream.Signature(LinearCommand(max_tokens, max_k, max_h, addr_width))),
-            "req_stream": Out(stream.Signature(unsigned(addr_width))),
-            "rsp_stream": In(stream.Signature(unsigned(word_bits))),
+            "c_stream": In(cmd_sig),
             "o_stream": Out(stream.Signature(LinearVectorOutput(self._fmts, vw))),
             "counters": Out(LinearVectorCounters(counter_bits)),
             "running": Out(1),
@@ -231,26 +260,32 @@ class LinearVectorOp(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         p, g_max, aw = self._p, self._g_max, self.engine.acc_width
-        m.submodules.engine = eng = self.engine
         m.submodules.vu = vu = self.vu
-        wiring.connect(m, eng.req_stream, wiring.flipped(self.req_stream))
-        wiring.connect(m, wiring.flipped(self.rsp_stream), eng.rsp_stream)
-
         running = Signal()
+        if self._shared:    # the owner's engine: its command, raw output and counters through ports
+            e_cmd, e_out, e_ctr = self.ec_stream, self.eo_stream, self.e_counters
+        else:
+            m.submodules.engine = eng = self.engine
+            wiring.connect(m, eng.req_stream, wiring.flipped(self.req_stream))
+            wiring.connect(m, wiring.flipped(self.rsp_stream), eng.rsp_stream)
+            e_cmd, e_out, e_ctr = eng.c_stream, eng.o_stream, eng.counters
+            m.d.comb += [   # the activation load only between commands
+                eng.x_stream.payload.eq(self.x_stream.payload),
+                eng.x_stream.valid.eq(self.x_stream.valid & ~running),
+                self.x_stream.ready.eq(eng.x_stream.ready & ~running),
+            ]
+
         cmd = Signal(LinearCommand(self._max_tokens, self._max_k, self._max_h, self._addr_width))
         accept = self.c_stream.valid & self.c_stream.ready
         m.d.comb += [
             self.running.eq(running),
             # loads and commands only between commands
-            eng.x_stream.payload.eq(self.x_stream.payload),
-            eng.x_stream.valid.eq(self.x_stream.valid & ~running),
-            self.x_stream.ready.eq(eng.x_stream.ready & ~running),
             vu.p_stream.payload.eq(self.p_stream.payload),
             vu.p_stream.valid.eq(self.p_stream.valid & ~running),
             self.p_stream.ready.eq(vu.p_stream.ready & ~running),
-            eng.c_stream.payload.eq(self.c_stream.payload),
-            eng.c_stream.valid.eq(self.c_stream.valid & ~running),
-            self.c_stream.ready.eq(eng.c_stream.ready & ~running),
+            e_cmd.payload.eq(self.c_stream.payload),
+            e_cmd.valid.eq(self.c_stream.valid & ~running),
+            self.c_stream.ready.eq(e_cmd.ready & ~running),
         ]
         with m.If(accept):
             m.d.sync += [cmd.eq(self.c_stream.payload), running.eq(1)]
@@ -296,10 +331,10 @@ class LinearVectorOp(wiring.Component):
         wr_c0 = Signal(bits_for(self._max_h + p))
         wr_t = Signal(range(self._max_tokens))
         rows_done = Signal(range(self._max_tokens + 1))   # tokens whose whole row is in the buffer
-        take = eng.o_stream.valid
+        take = e_out.valid
         m.d.comb += [
-            eng.o_stream.ready.eq(1),
-            a_wr.addr.eq(wr_addr), a_wr.data.eq(eng.o_stream.payload.acc.as_value()), a_wr.en.eq(take),
+            e_out.ready.eq(1),
+            a_wr.addr.eq(wr_addr), a_wr.data.eq(e_out.payload.acc.as_value()), a_wr.en.eq(take),
         ]
         with m.If(accept):
             m.d.sync += [wr_addr.eq(0), wr_gaddr.eq(0), wr_c0.eq(0), wr_t.eq(0), rows_done.eq(0)]
@@ -388,8 +423,8 @@ class LinearVectorOp(wiring.Component):
 
         # ---- performance counters
         ctr = self.counters
-        m.d.comb += [ctr.busy.eq(eng.counters.busy), ctr.stall_weights.eq(eng.counters.stall_weights),
-                     ctr.stall_output.eq(eng.counters.stall_output)]
+        m.d.comb += [ctr.busy.eq(e_ctr.busy), ctr.stall_weights.eq(e_ctr.stall_weights),
+                     ctr.stall_output.eq(e_ctr.stall_output)]
         own = (ctr.cycles, ctr.vector_beats, ctr.vector_wait, ctr.vector_stalls)
         with m.If(accept):
             m.d.sync += [c.eq(0) for c in own]
