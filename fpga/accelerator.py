@@ -136,9 +136,9 @@ def area_markdown(doc: dict) -> str:
              "(distributed RAM: 4 LUTs as RAM and 2 of the write slice). The per-block figures come from a "
              "`synth_ecp5 -noflatten` run mapped with `abc -lut 4` (each module alone, no optimization across "
              "module boundaries), so their sum differs a little from the flat run's total.", ""]
-    lines += ["A lane has two linear engines of P x S (the Q/K/V and FFN-in one, and the one inside the linear + vector "
-              "op); they run one at a time, so a lane computes P*S XNOR-popcount bits a cycle while both hold PE "
-              "arrays.", "",
+    lines += ["A lane has one linear engine of P x S (a dual engine: Q/K/V and FFN-in as sign commands, attention "
+              "output and FFN-out as the linear + vector op's raw commands), so a lane computes P*S XNOR-popcount "
+              "bits a cycle on one PE array.", "",
               "| configuration | P*S (bits a cycle per lane) | LUT4 slots | of the part | PE share | "
               "EBR | Fmax (MHz, post-route) |", "|---|---|---|---|---|---|---|"]
     for c in sorted(doc["configs"], key=lambda c: c["params"]["P"] * c["params"]["S"]):

@@ -13,8 +13,10 @@ Memory image (words of ``word_bits`` bits, ``word_bits >= 16``)::
               ensemble   M words, one ensemble_weight code per word
     member m (all members the same size, ``member_words`` apart):
               word       V records (H sign bits, the row's scale)
-              position   max_len * H words, one embedding code per word (row p = words p*H ..)
-              type       types * H words
+              position   max_len * Hc words, c embedding codes per word (row p = words p*Hc ..; channel
+                         j*c + i in bits i*b .. of word j of its row: c = AccelSpec.emb_codes,
+                         Hc = ceil(H/c), b the embedding format's width; packed_code_words)
+              type       types * Hc words, packed the same way
               emb_ln     H records (gamma, beta)
               layer l:   image      golden.encoder.layer_image (the four binary layers' weight tiles)
                          thr        ceil(3H/P) + ceil(F/P) records (P thresholds of acc_width bits,
@@ -42,8 +44,17 @@ from .intops import Fmt
 from .pe_array import unpack_bits
 from .vector import VectorFormats, stats_engine
 
-__all__ = ["AccelSpec", "records", "code_words", "model_layout", "model_image", "expected_outputs",
-           "expected_cycles", "record_bits", "OVERHEAD"]
+__all__ = ["AccelSpec", "records", "code_words", "packed_code_words", "model_layout", "model_image",
+           "expected_outputs", "expected_cycles", "param_words", "record_bits", "OVERHEAD", "EMB_CODES_MAX",
+           "IMAGE_VERSION"]
+
+#: The memory image's format version: bump it with any change to what model_image writes (caches of images,
+#: such as the Verilator testbench's, are keyed by it). 2: position/type rows packed emb_codes to a word.
+IMAGE_VERSION = 2
+
+#: Most embedding codes per position/type word (the lane unpacks a word pair through two shift registers of
+#: this many codes; more would not help while the embedding LayerNorm takes one channel a cycle).
+EMB_CODES_MAX = 16
 
 
 @dataclass(frozen=True)
@@ -87,6 +98,17 @@ class AccelSpec:
     def acc_width(self) -> int:
         """The PE array's accumulator width (``bits_for(H) + 1``): the threshold records' field width."""
         return self.hidden.bit_length() + 1
+
+    @property
+    def emb_codes(self) -> int:
+        """Embedding codes per position/type word: ``min(word_bits // b, EMB_CODES_MAX)`` (``b``: the
+        embedding format's width)."""
+        return max(1, min(self.word_bits // self.fmt["embedding"].bits, EMB_CODES_MAX))
+
+    @property
+    def emb_words(self) -> int:
+        """Words of a position or type row: ``ceil(H / emb_codes)``."""
+        return -(-self.hidden // self.emb_codes)
 
     @property
     def groups(self) -> int:
@@ -156,6 +178,22 @@ def code_words(codes, fmt: Fmt) -> np.ndarray:
     return (c & ((1 << fmt.bits) - 1)).astype(np.uint64)
 
 
+def packed_code_words(codes, fmt: Fmt, per_word: int) -> np.ndarray:
+    """Rows of codes ``(R, H)``, ``per_word`` to a word: row ``r``'s word ``j`` holds channel ``j*per_word + i`` in
+    bits ``i*fmt.bits ..`` (two's complement, zero past ``H``); ``R * ceil(H/per_word)`` words, row major."""
+    c = np.asarray(codes, dtype=np.int64)
+    c = c.reshape(1, -1) if c.ndim == 1 else c
+    words = code_words(c, fmt).reshape(c.shape)
+    hw = -(-c.shape[1] // per_word)
+    pad = np.zeros((c.shape[0], hw * per_word), np.uint64)
+    pad[:, :c.shape[1]] = words
+    pad = pad.reshape(c.shape[0], hw, per_word)
+    out = np.zeros((c.shape[0], hw), np.uint64)
+    for i in range(per_word):
+        out |= pad[:, :, i] << np.uint64(i * fmt.bits)
+    return out.reshape(-1)
+
+
 def _bits_ints(packed: np.ndarray, k: int) -> list[int]:
     """Packed uint64 rows -> Python ints of their first ``k`` bits."""
     bits = unpack_bits(np.asarray(packed, np.uint64), k)
@@ -179,8 +217,8 @@ def model_layout(spec: AccelSpec) -> dict[str, int]:
     out["ensemble"] = spec.tanh_len
     out["members"] = spec.tanh_len + spec.members
     at = 0
-    for name, size in (("word", spec.vocab * out["wpr_word"]), ("position", spec.max_len * h),
-                       ("type", spec.types * h), ("emb_ln", h * out["wpr_emb_ln"])):
+    for name, size in (("word", spec.vocab * out["wpr_word"]), ("position", spec.max_len * spec.emb_words),
+                       ("type", spec.types * spec.emb_words), ("emb_ln", h * out["wpr_emb_ln"])):
         out[name] = at
         at += size
     out["layers"] = at
@@ -206,8 +244,8 @@ def model_image(model, spec: AccelSpec) -> tuple[np.ndarray, dict[str, int]]:
     for m in range(spec.members):
         t = model.member(m)
         parts.append(records([_bits_ints(t["emb.word.bits"], h), t["emb.word.scale"]], rb["word"], spec.word_bits))
-        parts.append(code_words(t["emb.position"], f["embedding"]))
-        parts.append(code_words(t["emb.token_type"], f["embedding"]))
+        parts.append(packed_code_words(t["emb.position"], f["embedding"], spec.emb_codes))
+        parts.append(packed_code_words(t["emb.token_type"], f["embedding"], spec.emb_codes))
         parts.append(records([t["emb.ln.gamma"], t["emb.ln.beta"]], rb["emb_ln"], spec.word_bits))
         for li in range(spec.layers):
             parts.append(_enc.layer_image(t, li, spec.p, spec.s, spec.word_bits))
@@ -239,6 +277,17 @@ def expected_outputs(model, ids, types, length: int) -> dict:
     return {"member_logits": out.member_logits[:, 0, :], "logits": out.logits[0], "pred": int(out.predictions[0])}
 
 
+def param_words(spec: AccelSpec, n: int) -> int:
+    """Words the parameter reader reads in one inference of ``n`` tokens (the ``param_words`` counter): per member
+    the embedding LayerNorm table, per token its word record and ``Hc`` position/type word pairs, per layer the
+    threshold and vector records, the pooler records, ``H`` tanh look-ups, the classifier, its biases and the
+    ensemble weight."""
+    lay, h = model_layout(spec), spec.hidden
+    return spec.members * (h * lay["wpr_emb_ln"] + n * (lay["wpr_word"] + 2 * spec.emb_words)
+                           + spec.layers * (spec.groups * lay["wpr_thr"] + 2 * h * lay["wpr_vec"])
+                           + h * lay["wpr_pooler"] + h + spec.labels * h + spec.labels + 1)
+
+
 #: Fitted fixed cycles per phase beyond the analytic terms (Amaranth simulator, ``tests/test_accelerator_sim.py``).
 OVERHEAD = {"embed": -11, "load": 6, "run": 2, "head": 12, "combine": 1}
 
@@ -254,8 +303,9 @@ def expected_cycles(spec: AccelSpec, n: int, bits_per_cycle: float, latency: int
     reader_depth)`` cycles per word (the memory's rate or the reader's credit loop), the first
     ``latency + 2`` cycles after its command. Per member, in turn:
 
-    - ``embed``: the LayerNorm table (``H`` records), then per token its word record and ``H`` position/type
-      word pairs; channel ``c`` of a token enters the vector unit when its pair is in; the vector unit's
+    - ``embed``: the LayerNorm table (``H`` records), then per token its word record and ``Hc`` position/type
+      word pairs (``emb_codes`` channels each); a pair's channels enter the vector unit one a cycle after
+      it is in; the vector unit's
       recurrence of :func:`bebert.golden.linear_vector.expected_cycles` (pass 1, the statistics engine's
       worst case, pass 2, three banks) gives when the last LayerNorm output is written;
     - per layer ``l``: the load (threshold and vector records through the reader; for the first layer the
@@ -311,10 +361,15 @@ def _member_cycles(spec, lay, n, bits_per_cycle, latency, *, kb, pe_latency, fet
     t = stream(h * lay["wpr_emb_ln"]) + 1
     ins, sts, outs = [], [], []
     rd = t
+    hw, c_last = spec.emb_words, h - (spec.emb_words - 1) * spec.emb_codes
     for i in range(n):
-        rd = rd + (lay["wpr_word"] + 2 * h) * pace      # the token's last pair is in
-        start = max(rd - (2 * h - 2) * pace, ins[-1] + h if ins else 0, outs[i - 3] if i >= 3 else 0)
-        fin_in = max(start + h, rd)
+        # the token's last pair is in (plus a fitted word time: the reader's two commands a token, no longer
+        # hidden behind 2H pair words since the rows are packed)
+        rd = rd + (lay["wpr_word"] + 2 * hw + 1) * pace
+        # its first channel: a cycle after its first pair, two after the previous token's last channel (the
+        # word record's cycle and the pair's latch)
+        start = max(rd - (2 * hw - 2) * pace + 1, ins[-1] + h + 2 if ins else 0, outs[i - 3] if i >= 3 else 0)
+        fin_in = max(start + h, rd + c_last)
         st = max(fin_in + 9, sts[-1] if sts else 0) + stats_cycles
         o = max(st, outs[-1] if outs else 0) + h
         ins.append(start)

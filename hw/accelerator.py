@@ -589,8 +589,14 @@ class Accelerator(wiring.Component):
                      vu.p_stream.payload.gamma.eq(field("emb_ln", 0).as_signed()),
                      vu.p_stream.payload.beta.eq(field("emb_ln", 1).as_signed()),
                      vu.p_stream.payload.k.eq(1), vu.p_stream.payload.last.eq(cc == h - 1)]
-        pos_c = rec[:eb].as_signed()
-        typ_c = rec[wb: wb + eb].as_signed()
+        # a token's position and type rows come as Hc word pairs of c codes each (golden.accelerator's packed
+        # tables); a pair is latched into two shift registers that give one channel's codes a cycle
+        c_e, hw_e = sp.emb_codes, sp.emb_words
+        posr, typr = sig(c_e * eb, "posr"), sig(c_e * eb, "typr")
+        have = sig(1, "have")           # a pair is in posr / typr
+        cj = sig(range(c_e), "cj")      # the channel of the pair at their low end
+        pos_c = posr[:eb].as_signed()
+        typ_c = typr[:eb].as_signed()
         sgn = wrow[0]              # the word row shifts by one bit per channel (no H-way multiplexer)
         term = Mux(sgn, wscale, -wscale)
         esum = sig(signed(f["residual"].bits), "esum")
@@ -598,14 +604,15 @@ class Accelerator(wiring.Component):
         m.d.comb += [vu.i_stream.payload.acc.eq(0), vu.i_stream.payload.x.eq(esum)]
         l_embed = in_embed & on
         # the token's record offsets, two register stages behind tq_i (the token id and type looked up, then
-        # scaled): a read that uses them starts at least 2H cycles after tq_i last changed
+        # scaled): a read that uses them starts after the token's 2*Hc >= 2 pair words were requested, at least
+        # two cycles after tq_i last changed
         id_r = sig(bits_for(sp.vocab - 1), "id_r")
         ty_r = sig(bits_for(max(sp.types - 1, 1)), "ty_r")
         t_r = sig(range(mt), "t_r")
         w_ofs, p_ofs, y_ofs = sig(aw, "w_ofs"), sig(aw, "p_ofs"), sig(aw, "y_ofs")
         m.d.sync += [id_r.eq(ids[tq_i]), ty_r.eq(tys[tq_i]), t_r.eq(tq_i),
-                     w_ofs.eq(lay["word"] + id_r * lay["wpr_word"]), p_ofs.eq(lay["position"] + t_r * h),
-                     y_ofs.eq(lay["type"] + ty_r * h)]
+                     w_ofs.eq(lay["word"] + id_r * lay["wpr_word"]), p_ofs.eq(lay["position"] + t_r * hw_e),
+                     y_ofs.eq(lay["type"] + ty_r * hw_e)]
         with m.If(l_embed):
             with m.Switch(cstate):
                 with m.Case(0):
@@ -620,11 +627,24 @@ class Accelerator(wiring.Component):
                         m.d.sync += [wrow.eq(field("word", 0)), wscale.eq(field("word", 1).as_signed()),
                                      cstate.eq(2), cch.eq(0)]
                 with m.Case(2):
-                    m.d.comb += [vu.i_stream.valid.eq(rec_valid), rec_take.eq(vu.i_stream.ready)]
-                    with m.If(rec_valid & vu.i_stream.ready):
-                        m.d.sync += [cch.eq(cch + 1), wrow.eq(wrow >> 1)]
+                    feed = sig(1, "feed")
+                    pair_end = sig(1, "pair_end")
+                    m.d.comb += [
+                        vu.i_stream.valid.eq(have),
+                        feed.eq(have & vu.i_stream.ready),
+                        pair_end.eq((cj == c_e - 1) | (cch == h - 1)),
+                        # the next pair as the current one's last channel goes (never past the token's last)
+                        rec_take.eq(rec_valid & (~have | feed & pair_end & (cch != h - 1))),
+                    ]
+                    with m.If(feed):
+                        m.d.sync += [cch.eq(cch + 1), wrow.eq(wrow >> 1), posr.eq(posr >> eb), typr.eq(typr >> eb),
+                                     cj.eq(cj + 1)]
+                        with m.If(pair_end):
+                            m.d.sync += have.eq(0)
                         with m.If(cch == h - 1):
                             m.d.sync += [cstate.eq(1), ct.eq(ct + 1)]
+                    with m.If(rec_take):
+                        m.d.sync += [posr.eq(rec[:c_e * eb]), typr.eq(rec[wb: wb + c_e * eb]), have.eq(1), cj.eq(0)]
             with m.Switch(rq):
                 with m.Case(0):
                     go(mbase + lay["emb_ln"], h * lay["wpr_emb_ln"], lay["wpr_emb_ln"])
@@ -635,7 +655,7 @@ class Accelerator(wiring.Component):
                     with m.If(started):
                         m.d.sync += rq.eq(2)
                 with m.Case(2):
-                    go(mbase + p_ofs, h, 2, 1, mbase + y_ofs)
+                    go(mbase + p_ofs, hw_e, 2, 1, mbase + y_ofs)
                     with m.If(started):
                         m.d.sync += [rq.eq(Mux(tq_i == n - 1, 3, 1)), tq_i.eq(tq_i + 1)]
         m.d.comb += vu.o_stream.ready.eq(1)

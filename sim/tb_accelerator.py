@@ -35,7 +35,7 @@ import numpy as np
 from cocotb.clock import Clock
 from cocotb.triggers import FallingEdge, ReadOnly, RisingEdge, Timer
 
-from ..golden.accelerator import AccelSpec, expected_outputs
+from ..golden.accelerator import AccelSpec, expected_outputs, param_words
 from ..golden.format import load_int_model
 from ..hw.accelerator import Accelerator
 from .tb_common import load_config
@@ -268,9 +268,10 @@ def build_accelerator(dut, *, waves: bool | str = False):
 def image_file(model, spec, cache=None) -> Path:
     """The model's memory image as a ``$readmemh`` file (hex, one word a line), cached by content."""
     from .. import toolchain
-    from ..golden.accelerator import model_image
+    from ..golden.accelerator import IMAGE_VERSION, model_image, model_layout
 
-    key = hashlib.sha1(repr(spec).encode())
+    # keyed by the image format too: a layout change must not reuse an image of the old one
+    key = hashlib.sha1(repr((IMAGE_VERSION, spec, sorted(model_layout(spec).items()))).encode())
     for k in sorted(model.tensors):
         key.update(k.encode())
         key.update(np.ascontiguousarray(model.tensors[k]).tobytes())
@@ -374,9 +375,7 @@ def _counter_checks(spec, lay, c: dict, n: int, measured: int, reads: int, lanes
     need(c["vector_beats"] == beats, f"vector_beats {c['vector_beats']} != {beats}")
     need(c["busy"] + c["stall_weights"] + c["stall_output"] <= lanes * c["cycles"], "busy + stalls > lanes x cycles")
     need(c["load"] <= sum(c[f"layer{i}"] for i in range(L)), "load > layers")
-    words = M * (h * lay["wpr_emb_ln"] + n * (lay["wpr_word"] + 2 * h)
-                 + L * (spec.groups * lay["wpr_thr"] + 2 * h * lay["wpr_vec"])
-                 + h * lay["wpr_pooler"] + h + spec.labels * h + spec.labels + 1)
+    words = param_words(spec, n)
     need(c["param_words"] == words, f"param_words {c['param_words']} != {words}")
     # the memory model's reads: the parameter reader's words and each layer command's weight image once
     need(reads == words + M * L * lay["thr"], f"memory reads {reads} != {words} + {M * L} x {lay['thr']}")

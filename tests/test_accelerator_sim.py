@@ -11,7 +11,8 @@ import pytest
 from amaranth.hdl import ClockDomain, Fragment, Module
 from amaranth.sim import Simulator
 
-from bebert.golden.accelerator import AccelSpec, expected_cycles, expected_outputs, model_image, model_layout
+from bebert.golden.accelerator import (AccelSpec, expected_cycles, expected_outputs, model_image, model_layout,
+                                       param_words)
 from bebert.sim.memory import MemoryTiming
 from bebert.sim.streams import put_all, stream_get, stream_put
 
@@ -191,9 +192,7 @@ def check_counters(dut, res, n):
     assert c["vector_beats"] == MEMBERS * LAYERS * 2 * n * h // dut.vw, c
     assert c["busy"] + c["stall_weights"] + c["stall_output"] <= dut.lanes * c["cycles"], c
     lay = dut.layout
-    words = MEMBERS * (h * lay["wpr_emb_ln"] + n * (lay["wpr_word"] + 2 * h)
-                       + LAYERS * (sp.groups * lay["wpr_thr"] + 2 * h * lay["wpr_vec"])
-                       + h * lay["wpr_pooler"] + h + sp.labels * h + sp.labels + 1)
+    words = param_words(sp, n)
     assert c["param_words"] == words, (c, words)
 
 
@@ -287,6 +286,13 @@ def test_image_and_layout(tiny):
     bits = int(np.asarray(t["emb.word.bits"])[5, 0]) & 0xFFFFFFFF
     assert row == bits
     assert int(words[base + layout["classifier"] + HIDDEN + 3]) == int(t["classifier.weight"][1, 3]) & 0xFFFF
+    # position row 3 and type row 1, emb_codes codes a word: channel j*c + i in bits i*b of word j
+    c, b, hw = spec.emb_codes, spec.fmt["embedding"].bits, spec.emb_words
+    assert c == 2 and hw == HIDDEN // 2
+    for table, row, name in (("position", 3, "emb.position"), ("type", 1, "emb.token_type")):
+        for ch in (0, 1, 7, HIDDEN - 1):
+            w = int(words[base + layout[table] + row * hw + ch // c])
+            assert (w >> (ch % c * b)) & ((1 << b) - 1) == int(np.asarray(t[name])[row, ch]) & ((1 << b) - 1)
     assert words.max() < (1 << WORD)
     assert expected_cycles(spec, 4, 16.0, 8) > 0
 
