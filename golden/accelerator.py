@@ -101,9 +101,10 @@ class AccelSpec:
 
     @property
     def emb_codes(self) -> int:
-        """Embedding codes per position/type word: ``min(word_bits // b, EMB_CODES_MAX)`` (``b``: the
-        embedding format's width)."""
-        return max(1, min(self.word_bits // self.fmt["embedding"].bits, EMB_CODES_MAX))
+        """Embedding codes per position/type word: the largest power of two ``<= min(word_bits // b,
+        EMB_CODES_MAX)`` (``b``: the embedding format's width; a power of two, so the lane unpacks
+        ``min(vw, emb_codes)`` codes a step)."""
+        return 1 << (max(1, min(self.word_bits // self.fmt["embedding"].bits, EMB_CODES_MAX)).bit_length() - 1)
 
     @property
     def emb_words(self) -> int:
@@ -304,12 +305,11 @@ def expected_cycles(spec: AccelSpec, n: int, bits_per_cycle: float, latency: int
     ``latency + 2`` cycles after its command. Per member, in turn:
 
     - ``embed``: the LayerNorm table (``H`` records), then per token its word record and ``Hc`` position/type
-      word pairs (``emb_codes`` channels each); a pair's channels enter the vector unit one a cycle after
-      it is in; the vector unit's
-      recurrence of :func:`bebert.golden.linear_vector.expected_cycles` (pass 1, the statistics engine's
+      word pairs (``emb_codes`` channels each); a pair's channels are unpacked ``u = min(vw, emb_codes)`` a
+      cycle after it is in and enter the vector unit ``vw`` a beat; the vector unit's recurrence of :func:`bebert.golden.linear_vector.expected_cycles` (pass 1, the statistics engine's
       worst case, pass 2, three banks) gives when the last LayerNorm output is written;
     - per layer ``l``: the load (threshold and vector records through the reader; for the first layer the
-      ``n*H`` input beats replayed meanwhile, later layers run on the previous output in place), then
+      ``n*H/vw`` input beats replayed meanwhile, later layers run on the previous output in place), then
       :func:`bebert.golden.encoder.expected_cycles`;
     - ``head``: ``H`` pooler records; ``H`` one-word tanh look-ups (one command per 2 cycles at most), the
       ``L*H`` classifier codes, ``L`` biases and the ensemble weight back to back (consumed as they come,
@@ -362,16 +362,17 @@ def _member_cycles(spec, lay, n, bits_per_cycle, latency, *, kb, pe_latency, fet
     ins, sts, outs = [], [], []
     rd = t
     hw, c_last = spec.emb_words, h - (spec.emb_words - 1) * spec.emb_codes
+    u = min(vw, spec.emb_codes)        # channels an unpack step; vw a vector-unit beat
     for i in range(n):
         # the token's last pair is in (plus a fitted word time: the reader's two commands a token, no longer
         # hidden behind 2H pair words since the rows are packed)
         rd = rd + (lay["wpr_word"] + 2 * hw + 1) * pace
-        # its first channel: a cycle after its first pair, two after the previous token's last channel (the
-        # word record's cycle and the pair's latch)
-        start = max(rd - (2 * hw - 2) * pace + 1, ins[-1] + h + 2 if ins else 0, outs[i - 3] if i >= 3 else 0)
-        fin_in = max(start + h, rd + c_last)
+        # its first step: a cycle after its first pair, two after the previous token's last step (the word
+        # record's cycle and the pair's latch); h / u steps a token
+        start = max(rd - (2 * hw - 2) * pace + 1, ins[-1] + h / u + 2 if ins else 0, outs[i - 3] if i >= 3 else 0)
+        fin_in = max(start + h / u, rd + c_last / u)
         st = max(fin_in + 9, sts[-1] if sts else 0) + stats_cycles
-        o = max(st, outs[-1] if outs else 0) + h
+        o = max(st, outs[-1] if outs else 0) + h / vw
         ins.append(start)
         sts.append(st)
         outs.append(o)
@@ -381,7 +382,7 @@ def _member_cycles(spec, lay, n, bits_per_cycle, latency, *, kb, pe_latency, fet
                                stats_cycles=stats_cycles, vector_latency=vector_latency,
                                attn_latency=attn_latency, prefetch=prefetch, vw=vw) + OVERHEAD["run"]
     records = stream(spec.groups * lay["wpr_thr"] + 2 * h * lay["wpr_vec"])
-    load0 = max(records, n * h) + OVERHEAD["load"]       # the first layer: its input replayed meanwhile
+    load0 = max(records, n * h / vw) + OVERHEAD["load"]  # the first layer: its input replayed, vw codes a beat
     load = records + OVERHEAD["load"]                     # later layers run on the previous output in place
     lab = spec.labels
     head = (stream(h * lay["wpr_pooler"]) + latency + 2 + (h - 1) * max(pace, 2) + (lab * h + lab + 1) * pace

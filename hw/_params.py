@@ -27,6 +27,30 @@ def check_positive(owner, name: str, value) -> int:
     return value
 
 
+def code_beats(layout, codes, bits: int, vw: int) -> list[int]:
+    """Stream payloads of ``codes`` (signed, ``bits`` wide), ``vw`` to a beat in field ``x`` (code ``j`` of a
+    beat at ``x``'s offset ``+ j*bits``), ``last`` on the final beat. For testbenches and hosts (codecs).
+
+    Raises
+    ------
+    ValueError
+        If the count is not a multiple of ``vw`` or a code does not fit ``bits``.
+    """
+    codes = [int(v) for v in codes]
+    if len(codes) % vw:
+        raise ValueError(f"{len(codes)} codes do not fill beats of {vw}")
+    lo, mask = -(1 << (bits - 1)), (1 << bits) - 1
+    bad = [v for v in codes if not lo <= v < -lo]
+    if bad:
+        raise ValueError(f"x={bad[0]} does not fit {bits} bits")
+    off, last = layout["x"].offset, layout["last"].offset
+    beats = []
+    for i in range(0, len(codes), vw):
+        w = sum((v & mask) << (off + j * bits) for j, v in enumerate(codes[i:i + vw]))
+        beats.append(w | (int(i + vw == len(codes)) << last))
+    return beats
+
+
 def pack_fields(layout, **values) -> int:
     """A stream payload as a plain integer: each ``name=value`` into its field of ``layout``.
 

@@ -238,10 +238,10 @@ class Accelerator(wiring.Component):
         accept = self.c_stream.valid & self.c_stream.ready
         m.d.comb += [self.c_stream.ready.eq(phase == IDLE), self.running.eq(phase != IDLE)]
         n = cmd.tokens
-        # n*H - 1 (the last activation-buffer address of a phase), a register one cycle behind the command:
-        # no multiplier between the command and the lanes' phase-end compares
+        # n*H - vw (the first channel of a phase's last activation-buffer beat), a register one cycle behind the
+        # command: no multiplier between the command and the lanes' phase-end compares
         nh_last = Signal(range(mt * h), name="nh_last")
-        m.d.sync += nh_last.eq(n * h - 1)
+        m.d.sync += nh_last.eq(n * h - self.vw)
         in_embed, in_layer, in_head = phase == EMBED, phase == LAYER, phase == HEAD
         entering = Signal()          # the sequencer changes phase this cycle: every lane's phase state resets
 
@@ -444,6 +444,7 @@ class Accelerator(wiring.Component):
             return Signal(shape, name=f"l{e}_{name}", **kw)
 
         m.submodules.enc = enc = self.encs[e]
+        vw = self.vw
         # the embedding LayerNorm runs on the encoder layer's vector unit (its direct path, between commands)
         vu = _DirectVU(enc)
         me = sig(range(max(M, 2)), "member")
@@ -572,8 +573,8 @@ class Accelerator(wiring.Component):
         started = rd_go & rd_idle
 
         # ------------------------------------------------------------------ activation buffer
-        m.submodules.abuf = abuf = Memory(shape=signed(f["layernorm"].bits),
-                                                                      depth=mt * h, init=[])
+        # vw codes a word: the embedding LayerNorm writes a beat of vw channels a cycle, the replay reads one
+        m.submodules.abuf = abuf = Memory(shape=unsigned(vw * f["layernorm"].bits), depth=mt * h // vw, init=[])
         a_wr, a_rd = abuf.write_port(), abuf.read_port()
         a_ptr = sig(range(mt * h + 1), "a_ptr")
 
@@ -591,17 +592,26 @@ class Accelerator(wiring.Component):
                      vu.p_stream.payload.k.eq(1), vu.p_stream.payload.last.eq(cc == h - 1)]
         # a token's position and type rows come as Hc word pairs of c codes each (golden.accelerator's packed
         # tables); a pair is latched into two shift registers that give one channel's codes a cycle
+        # u = min(vw, c) channels a step (vw and c are powers of two); vw / u steps make a vector-unit beat
         c_e, hw_e = sp.emb_codes, sp.emb_words
+        u = min(vw, c_e)
+        ng = vw // u
         posr, typr = sig(c_e * eb, "posr"), sig(c_e * eb, "typr")
         have = sig(1, "have")           # a pair is in posr / typr
-        cj = sig(range(c_e), "cj")      # the channel of the pair at their low end
-        pos_c = posr[:eb].as_signed()
-        typ_c = typr[:eb].as_signed()
-        sgn = wrow[0]              # the word row shifts by one bit per channel (no H-way multiplexer)
-        term = Mux(sgn, wscale, -wscale)
-        esum = sig(signed(f["residual"].bits), "esum")
-        _fit(m, esum, _align([(term, fs), (pos_c, fe), (typ_c, fe)], fr), f["residual"])
-        m.d.comb += [vu.i_stream.payload.acc.eq(0), vu.i_stream.payload.x.eq(esum)]
+        cj = sig(range(c_e + 1), "cj")  # the channel of the pair at their low end
+        # the word row shifts by u bits a step (no H-way multiplexer); channel j of a step: bit j, codes j
+        esums = []
+        for j in range(u):
+            term = Mux(wrow[j], wscale, -wscale)
+            es = sig(signed(f["residual"].bits), "esum" if u == 1 else f"esum{j}")
+            _fit(m, es, _align([(term, fs), (posr[j * eb:(j + 1) * eb].as_signed(), fe),
+                                (typr[j * eb:(j + 1) * eb].as_signed(), fe)], fr), f["residual"])
+            esums.append(es)
+        gs = sig(range(ng), "gs")       # the step within the beat
+        gx = [sig(signed(f["residual"].bits), f"gx{i}") for i in range((ng - 1) * u)]   # the earlier steps'
+        beat_x = gx + esums
+        m.d.comb += [vu.i_stream.payload.acc[j].eq(0) for j in range(vw)]
+        m.d.comb += [vu.i_stream.payload.x[j].eq(beat_x[j]) for j in range(vw)]
         l_embed = in_embed & on
         # the token's record offsets, two register stages behind tq_i (the token id and type looked up, then
         # scaled): a read that uses them starts after the token's 2*Hc >= 2 pair words were requested, at least
@@ -627,21 +637,27 @@ class Accelerator(wiring.Component):
                         m.d.sync += [wrow.eq(field("word", 0)), wscale.eq(field("word", 1).as_signed()),
                                      cstate.eq(2), cch.eq(0)]
                 with m.Case(2):
-                    feed = sig(1, "feed")
+                    step = sig(1, "step")           # u channels of the pair: into gx, or with them the beat
                     pair_end = sig(1, "pair_end")
+                    beat = gs == ng - 1
                     m.d.comb += [
-                        vu.i_stream.valid.eq(have),
-                        feed.eq(have & vu.i_stream.ready),
-                        pair_end.eq((cj == c_e - 1) | (cch == h - 1)),
-                        # the next pair as the current one's last channel goes (never past the token's last)
-                        rec_take.eq(rec_valid & (~have | feed & pair_end & (cch != h - 1))),
+                        vu.i_stream.valid.eq(have & beat),
+                        step.eq(have & (~beat | vu.i_stream.ready)),
+                        pair_end.eq((cj == c_e - u) | (cch == h - u)),
+                        # the next pair as the current one's last step goes (never past the token's last)
+                        rec_take.eq(rec_valid & (~have | step & pair_end & (cch != h - u))),
                     ]
-                    with m.If(feed):
-                        m.d.sync += [cch.eq(cch + 1), wrow.eq(wrow >> 1), posr.eq(posr >> eb), typr.eq(typr >> eb),
-                                     cj.eq(cj + 1)]
+                    with m.If(step):
+                        m.d.sync += [cch.eq(cch + u), wrow.eq(wrow >> u), posr.eq(posr >> (u * eb)),
+                                     typr.eq(typr >> (u * eb)), cj.eq(cj + u), gs.eq(Mux(beat, 0, gs + 1))]
+                        if ng > 1:
+                            with m.Switch(gs):
+                                for g in range(ng - 1):
+                                    with m.Case(g):
+                                        m.d.sync += [gx[g * u + j].eq(esums[j]) for j in range(u)]
                         with m.If(pair_end):
                             m.d.sync += have.eq(0)
-                        with m.If(cch == h - 1):
+                        with m.If(cch == h - u):
                             m.d.sync += [cstate.eq(1), ct.eq(ct + 1)]
                     with m.If(rec_take):
                         m.d.sync += [posr.eq(rec[:c_e * eb]), typr.eq(rec[wb: wb + c_e * eb]), have.eq(1), cj.eq(0)]
@@ -675,7 +691,7 @@ class Accelerator(wiring.Component):
                      enc.p_stream.payload.bias.eq(field("vec", 1).as_signed()),
                      enc.p_stream.payload.gamma.eq(field("vec", 2).as_signed()),
                      enc.p_stream.payload.beta.eq(field("vec", 3).as_signed())]
-        replay = _Copy(m, f"l{e}_replay", n, mt, h, h, enc.i_stream.ready)
+        replay = _Copy(m, f"l{e}_replay", n, mt, h // vw, h // vw, enc.i_stream.ready)
         m.d.comb += [a_rd.addr.eq(replay.lin), a_rd.en.eq(replay.advance),
                      enc.i_stream.valid.eq(replay.b_valid), enc.i_stream.payload.x.eq(a_rd.data),
                      enc.i_stream.payload.last.eq(replay.b_last)]
@@ -714,21 +730,21 @@ class Accelerator(wiring.Component):
         pool_pop = sig(1, "pool_pop")
         m.d.comb += eo.ready.eq(1)
         run_take = eo.valid & in_layer & lrun
-        vw = self.vw
         with m.If(run_take & (a_ptr < h)):      # vw bits a beat, channel order
             m.d.sync += x0[:h].eq(Cat(x0[vw:h], eo.payload.bit)) if h > vw else x0[:h].eq(eo.payload.bit)
         with m.Elif(pool_pop):
             m.d.sync += x0.eq(Cat(x0[wb:], x0[:wb])) if wpp > 1 else []
         # the activation buffer holds the embedding LayerNorm's output, the first layer's input: later layers
         # run on their predecessor's output where the encoder layer left it, so their outputs are not stored
-        m.d.comb += [a_wr.addr.eq(a_ptr), a_wr.en.eq(emb_take & l_embed), a_wr.data.eq(vu.o_stream.payload.y)]
-        with m.If(a_wr.en | run_take):
-            m.d.sync += a_ptr.eq(a_ptr + Mux(in_layer, vw, 1))
+        lw = vw.bit_length() - 1
+        m.d.comb += [a_wr.addr.eq(a_ptr >> lw), a_wr.en.eq(emb_take & l_embed),
+                     a_wr.data.eq(vu.o_stream.payload.y.as_value())]
+        with m.If(a_wr.en | run_take):      # a_ptr counts channels
+            m.d.sync += a_ptr.eq(a_ptr + vw)
         yb = f["layernorm"].bits
-        # taps: the embedding's codes (slot 0), then every layer output beat's vw codes
+        # taps: the embedding's and then every layer output beat's vw codes
         eo_y = [eo.payload.y] if vw == 1 else [eo.payload.y[j] for j in range(vw)]
-        tap = [(Mux(in_layer, run_take, a_wr.en) if j == 0 else run_take, Mux(in_layer, eo_y[j], a_wr.data))
-               for j in range(vw)]
+        tap = [(Mux(in_layer, run_take, a_wr.en), Mux(in_layer, eo_y[j], vu.o_stream.payload.y[j])) for j in range(vw)]
         with m.If(enc.c_stream.valid & enc.c_stream.ready):
             m.d.sync += [lrun.eq(1), a_ptr.eq(0)]
         with m.If(run_take & eo.payload.final):

@@ -18,24 +18,25 @@ from amaranth.utils import bits_for
 
 from ..golden import encoder as _golden
 from ..golden.vector import VectorFormats
-from ._params import StreamEnds, check_positive
+from ._params import StreamEnds, check_positive, code_beats
 from ._params import pack_fields as _pack
 from .attention import AttentionKind, BiAttention
 from .linear import LinearEngine
 from .linear_vector import LinearVectorOp, LinearVectorOutput, lv_channels
 from .threshold import ThresholdEntry, ThresholdLoad
-from .vector import VectorInput, VectorLoad, VectorOutput
+from .vector import VectorInputs, VectorLoad, VectorOutputs
 
 __all__ = ["EncoderInput", "EncoderParamLoad", "EncoderCommand", "EncoderCounters", "EncoderLayer",
            "EncoderCodec"]
 
 
 class EncoderInput(data.StructLayout):
-    """An ``i_stream`` beat: ``x`` (one residual code of the layer input, ``layernorm`` format);
-    ``last`` ends the load."""
+    """An ``i_stream`` beat: ``x`` (one residual code of the layer input, ``layernorm`` format; with ``vw > 1``
+    ``vw`` consecutive codes ``x[j]``); ``last`` ends the load."""
 
-    def __init__(self, fmts: VectorFormats):
-        super().__init__({"x": signed(fmts.layernorm.bits), "last": unsigned(1)})
+    def __init__(self, fmts: VectorFormats, vw: int = 1):
+        x = signed(fmts.layernorm.bits) if vw == 1 else data.ArrayLayout(signed(fmts.layernorm.bits), vw)
+        super().__init__({"x": x, "last": unsigned(1)})
 
 
 class EncoderParamLoad(data.StructLayout):
@@ -185,8 +186,8 @@ class EncoderLayer(wiring.Component):
     Ports
     -----
     i_stream : In(:class:`EncoderInput`)
-        The layer input before the command: ``n*H`` residual codes, token major (beat ``t*H + c``),
-        ``last`` on the final one. The sign bits (``x >= 0``) are packed on the fly into the
+        The layer input before the command: ``n*H`` residual codes, token major, ``vw`` a beat (code ``j`` of
+        beat ``(t*H + c) / vw``), ``last`` on the final beat. The sign bits (``x >= 0``) are packed on the fly into the
         engine's activation buffer (the Q/K/V input); the codes go into the linear + vector op's
         residual buffer (the ``attn_out`` residual). Ready only while no command runs. Optional after a
         command: without a load the next command takes that command's output as its input.
@@ -279,7 +280,7 @@ class EncoderLayer(wiring.Component):
         self._wc = math.lcm(s, hidden // heads)
         self._offsets = _golden.layer_offsets(hidden, ffn, p, s, word_bits)
         super().__init__({
-            "i_stream": In(stream.Signature(EncoderInput(self._fmts))),
+            "i_stream": In(stream.Signature(EncoderInput(self._fmts, vw))),
             "t_stream": In(stream.Signature(ThresholdLoad(p, self.eng.t_width, self._gq + self._gf))),
             "p_stream": In(stream.Signature(EncoderParamLoad(self._fmts, hidden))),
             "c_stream": In(stream.Signature(EncoderCommand(max_tokens, addr_width))),
@@ -289,8 +290,8 @@ class EncoderLayer(wiring.Component):
             "counters": Out(EncoderCounters(counter_bits)),
             "running": Out(1),
             "vp_stream": In(stream.Signature(VectorLoad(self._fmts, hidden, max(hidden, ffn)))),
-            "v_stream": In(stream.Signature(VectorInput(self._fmts, self.lv.vu.acc_width))),
-            "vo_stream": Out(stream.Signature(VectorOutput(self._fmts))),
+            "v_stream": In(stream.Signature(VectorInputs(self._fmts, self.lv.vu.acc_width, vw))),
+            "vo_stream": Out(stream.Signature(VectorOutputs(self._fmts, vw))),
         })
 
     hidden = property(lambda self: self._h)
@@ -476,7 +477,7 @@ class EncoderLayer(wiring.Component):
 
         # ---- bit packer: sign bits into the engine's activation buffer, S per beat, F = ceil(H/S)
         # per token. Sources: the layer input (idle) or the attn_out op's output.
-        # (one bit a beat from the layer input, vw from the op's output beats)
+        # (vw bits a beat from the layer input and from the op's output beats)
         vw = self._vw
         pk_valid, pk_bits, pk_final, pk_ready = Signal(), Signal(vw), Signal(), Signal()
         pk_n = Signal(range(vw + 1))
@@ -486,7 +487,7 @@ class EncoderLayer(wiring.Component):
         emit = Signal()
         word = Signal(s)
         m.d.comb += [
-            pk_n.eq(Mux(idle, 1, vw)),
+            pk_n.eq(vw),
             emit.eq((xb + pk_n == s) | (xc + pk_n == h) | pk_final),
             word.eq(xw | (pk_bits << xb)[:s]),
             pk_ready.eq(~emit | eng.x_stream.ready),
@@ -506,12 +507,13 @@ class EncoderLayer(wiring.Component):
         # the layer input: codes into the op's residual buffer, sign bits into the packer
         # through a three-entry FIFO with registered outputs: the lane drives i_stream straight from its
         # activation buffer's read port (an EBR's unregistered output, 5.8 ns), which ran on through the packer
-        ins, in_q = _registered(m, "in_q", self.i_stream, EncoderInput(self._fmts))
+        ins, in_q = _registered(m, "in_q", self.i_stream, EncoderInput(self._fmts, vw))
         m.d.comb += in_empty.eq(in_q.r_level == 0)
+        in_codes = [ins.payload.x] if vw == 1 else [ins.payload.x[j] for j in range(vw)]
         m.d.comb += [
             ins.ready.eq(idle & pk_ready & lv.r_stream.ready),
             lv.r_stream.valid.eq(idle & ins.valid & pk_ready),
-            lv.r_stream.payload.x.eq(ins.payload.x),
+            lv.r_stream.payload.x.eq(ins.payload.x.as_value() if vw > 1 else ins.payload.x),
             lv.r_stream.payload.last.eq(ins.payload.last),
         ]
         # the linear + vector op's output through a three-entry FIFO with registered outputs (amaranth's
@@ -524,7 +526,7 @@ class EncoderLayer(wiring.Component):
         m.d.comb += [
             pk_valid.eq(Mux(idle, ins.valid & lv.r_stream.ready,
                             lvo.valid & (in_ao | in_fo & self.o_stream.ready))),
-            pk_bits.eq(Mux(idle, ~ins.payload.x[-1], lvo.payload.bit)),
+            pk_bits.eq(Mux(idle, Cat(*(~x[-1] for x in in_codes)), lvo.payload.bit)),
             pk_final.eq(Mux(idle, ins.payload.last, lvo.payload.final)),
             lvo.ready.eq(Mux(in_ao, pk_ready, in_fo & self.o_stream.ready & pk_ready)),
             self.o_stream.valid.eq(lvo.valid & in_fo & pk_ready),
@@ -669,7 +671,7 @@ class EncoderCodec:
         self.vw = vw
         self.acc_width = acc_width
         self.groups = -(-3 * hidden // p) + -(-ffn // p)
-        self.i_layout = EncoderInput(fmts)
+        self.i_layout = EncoderInput(fmts, vw)
         self.t_layout = ThresholdLoad(p, acc_width, self.groups)
         self.p_layout = EncoderParamLoad(fmts, hidden)
         self.c_layout = EncoderCommand(max_tokens, addr_width)
@@ -681,8 +683,13 @@ class EncoderCodec:
         if not 1 <= len(rows) <= self.max_tokens or any(len(r) != self.h for r in rows):
             raise ValueError(f"the layer input must be (n, {self.h}) codes with 1 <= n <= {self.max_tokens}, "
                              f"not {len(rows)} rows of {sorted({len(r) for r in rows})}")
-        flat = [v for r in rows for v in r]
-        return [_pack(self.i_layout, x=v, last=int(i == len(flat) - 1)) for i, v in enumerate(flat)]
+        return code_beats(self.i_layout, [v for r in rows for v in r], self.fmts.layernorm.bits, self.vw)
+
+    def input_codes(self, payload: int) -> tuple[list[int], int]:
+        """An ``i_stream`` payload -> ``([vw codes], last)``."""
+        b, off = self.fmts.layernorm.bits, self.i_layout["x"].offset
+        codes = [(payload >> (off + j * b)) & ((1 << b) - 1) for j in range(self.vw)]
+        return [c - (1 << b) if c >> (b - 1) else c for c in codes], (payload >> self.i_layout["last"].offset) & 1
 
     def thresholds(self, t, pol) -> list[int]:
         """``t_stream`` payloads of :func:`bebert.golden.encoder.threshold_table`'s ``(t, pol)``."""

@@ -7,7 +7,7 @@ The attention output projection and the FFN down-projection of a W1A1 layer:
 
 from __future__ import annotations
 
-from amaranth.hdl import Array, Const, Module, Mux, Signal, signed, unsigned
+from amaranth.hdl import Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
@@ -15,19 +15,21 @@ from amaranth.utils import bits_for
 
 from ..golden import linear_vector as _golden
 from ..golden.vector import VectorFormats
-from ._params import StreamEnds, check_positive
+from ._params import check_positive, code_beats
 from ._params import pack_fields as _pack
 from .linear import ActivationLoad, LinearCodec, LinearCommand, LinearEngine, LinearRawOutput, PerfCounters
-from .vector import VectorInput, VectorLoad, VectorOutput, VectorUnit
+from .vector import VectorInputs, VectorLoad, VectorOutputs, VectorUnit
 
 __all__ = ["ResidualLoad", "LinearVectorOutput", "LinearVectorCounters", "LinearVectorOp", "LinearVectorCodec"]
 
 
 class ResidualLoad(data.StructLayout):
-    """An ``r_stream`` beat: ``x`` (one residual code, ``layernorm`` format); ``last`` ends the load."""
+    """An ``r_stream`` beat: ``x`` (one residual code, ``layernorm`` format; with ``vw > 1`` ``vw`` consecutive
+    codes ``x[j]``); ``last`` ends the load."""
 
-    def __init__(self, fmts: VectorFormats):
-        super().__init__({"x": signed(fmts.layernorm.bits), "last": unsigned(1)})
+    def __init__(self, fmts: VectorFormats, vw: int = 1):
+        x = signed(fmts.layernorm.bits) if vw == 1 else data.ArrayLayout(signed(fmts.layernorm.bits), vw)
+        super().__init__({"x": x, "last": unsigned(1)})
 
 
 class LinearVectorOutput(data.StructLayout):
@@ -73,8 +75,8 @@ class LinearVectorOp(wiring.Component):
         channel; ``last`` on channel ``H - 1`` with ``k = K``), before the command. ``H`` and
         ``K`` of the table must equal the command's ``channels`` and ``k``.
     r_stream : In(:class:`ResidualLoad`)
-        The residual codes entering the layer, ``n*H`` beats token major (beat ``t*H + c`` =
-        ``x[t, c]``), written from address 0; ``last`` resets the write address. A command writes its
+        The residual codes entering the layer, ``n*H/vw`` beats of ``vw`` codes token major (code ``j`` of beat
+        ``(t*H + c) / vw`` = ``x[t, c]``), written from address 0; ``last`` resets the write address. A command writes its
         outputs back over the residual buffer (``out[t, c]`` at ``t*H + c``), so a command given without a
         residual load takes the previous command's outputs as its residual (the encoder layer's
         ``ffn_out`` after ``attn_out``, and the next layer's ``attn_out`` after ``ffn_out``).
@@ -94,9 +96,10 @@ class LinearVectorOp(wiring.Component):
         waited at the vector unit's input: its banks busy or output backpressure).
     running : Out(1)
         A command is in progress; all loads and commands are refused while it is.
-    v_stream, vo_stream : In(:class:`bebert.hw.vector.VectorInput`), Out(:class:`bebert.hw.vector.VectorOutput`)
+    v_stream, vo_stream : In(:class:`bebert.hw.vector.VectorInputs`), Out(:class:`bebert.hw.vector.VectorOutputs`)
         The vector unit itself, between commands (the accelerator's embedding LayerNorm runs on it, so a lane
-        has one vector unit): ``v_stream`` beats go straight into it, its results come out on ``vo_stream``.
+        has one vector unit): ``v_stream`` beats (``vw`` channels each) go straight into it, its results come
+        out on ``vo_stream`` (``vw`` channels a beat).
         A command must not be given before the last direct result is out (they would leave on ``o_stream``).
 
     With ``engine`` given (a dual :class:`~bebert.hw.linear.LinearEngine` that its owner elaborates and
@@ -180,13 +183,13 @@ class LinearVectorOp(wiring.Component):
                     "rsp_stream": In(stream.Signature(unsigned(word_bits)))}
         super().__init__(ends | {
             "p_stream": In(stream.Signature(VectorLoad(self._fmts, max_h, max_k))),
-            "r_stream": In(stream.Signature(ResidualLoad(self._fmts))),
+            "r_stream": In(stream.Signature(ResidualLoad(self._fmts, vw))),
             "c_stream": In(cmd_sig),
             "o_stream": Out(stream.Signature(LinearVectorOutput(self._fmts, vw))),
             "counters": Out(LinearVectorCounters(counter_bits)),
             "running": Out(1),
-            "v_stream": In(stream.Signature(VectorInput(self._fmts, self.vu.acc_width))),
-            "vo_stream": Out(stream.Signature(VectorOutput(self._fmts))),
+            "v_stream": In(stream.Signature(VectorInputs(self._fmts, self.vu.acc_width, vw))),
+            "vo_stream": Out(stream.Signature(VectorOutputs(self._fmts, vw))),
         })
 
     p = property(lambda self: self._p)
@@ -212,50 +215,6 @@ class LinearVectorOp(wiring.Component):
                                        word_bits=self._word_bits, pe_latency=self.engine.pe.latency,
                                        stats_cycles=self.vu.stats_cycles, vector_latency=self.vu.latency,
                                        banks=self.vu.banks, vw=self._vw, **kw)
-
-    def _direct_path(self, m, in_shape, out_shape):
-        """The direct path's ends at the vector unit: ``(dv, dvo)`` with ``valid``, ``ready``, ``payload``
-        (``dv`` offers :class:`~bebert.hw.vector.VectorInputs` beats made of ``v_stream``'s, ``dvo`` takes
-        :class:`~bebert.hw.vector.VectorOutputs` beats out to ``vo_stream``, one channel at a time)."""
-        vw = self._vw
-        vi, vo = self.v_stream, self.vo_stream
-        dv = StreamEnds(valid=Signal(name="dv_valid"), ready=Signal(name="dv_ready"),
-                        payload=Signal(in_shape, name="dv_payload"))
-        dvo = StreamEnds(valid=Signal(name="dvo_valid"), ready=Signal(name="dvo_ready"),
-                         payload=Signal(out_shape, name="dvo_payload"))
-        if vw == 1:          # the same bits
-            m.d.comb += [dv.valid.eq(vi.valid), vi.ready.eq(dv.ready), dv.payload.eq(vi.payload.as_value()),
-                         vo.valid.eq(dvo.valid), dvo.ready.eq(vo.ready), vo.payload.eq(dvo.payload.as_value())]
-            return dv, dvo
-        # gather: vw beats into one (slot g_cnt), offered once whole
-        g_cnt = Signal(range(vw))
-        full = Signal()
-        m.d.comb += [vi.ready.eq(~full), dv.valid.eq(full)]
-        with m.If(vi.valid & ~full):
-            with m.Switch(g_cnt):
-                for j in range(vw):
-                    with m.Case(j):
-                        m.d.sync += [dv.payload.acc[j].eq(vi.payload.acc), dv.payload.x[j].eq(vi.payload.x)]
-            m.d.sync += g_cnt.eq(Mux(g_cnt == vw - 1, 0, g_cnt + 1))
-            with m.If(g_cnt == vw - 1):
-                m.d.sync += full.eq(1)
-        with m.If(dv.valid & dv.ready):
-            m.d.sync += full.eq(0)
-        # scatter: one result beat out as vw beats, channel j at a time
-        hold = Signal(out_shape)
-        holding = Signal()
-        s_cnt = Signal(range(vw))
-        m.d.comb += [dvo.ready.eq(~holding), vo.valid.eq(holding),
-                     vo.payload.y.eq(Array(hold.y[j] for j in range(vw))[s_cnt]),
-                     vo.payload.bit.eq(hold.bit.bit_select(s_cnt, 1)),
-                     vo.payload.last.eq(hold.last & (s_cnt == vw - 1))]
-        with m.If(dvo.valid & ~holding):
-            m.d.sync += [hold.eq(dvo.payload), holding.eq(1), s_cnt.eq(0)]
-        with m.If(vo.valid & vo.ready):
-            m.d.sync += s_cnt.eq(s_cnt + 1)
-            with m.If(s_cnt == vw - 1):
-                m.d.sync += holding.eq(0)
-        return dv, dvo
 
     def elaborate(self, platform):
         m = Module()
@@ -294,8 +253,8 @@ class LinearVectorOp(wiring.Component):
         # (between commands from r_stream; during one, each output code is written back over the residual it
         # was computed from, which the feed read earlier and never reads again: after the command the buffer
         # holds the output, the residual of a next command that is given no r_stream load)
-        # (vw memories: code t*H + c in memory c % vw, word (t*H + c) // vw; a load writes one code a beat, the
-        # write-back vw)
+        # (vw memories: code t*H + c in memory c % vw, word (t*H + c) // vw; a load beat and a write-back beat
+        # each write all vw)
         vw = self._vw
         lw = vw.bit_length() - 1
         depth_w = self._max_tokens * self._max_h // vw
@@ -305,16 +264,16 @@ class LinearVectorOp(wiring.Component):
                 shape=signed(self._fmts.layernorm.bits), depth=depth_w, init=[])
             r_wrs.append(rb_.write_port())
             r_rds.append(rb_.read_port())
-        r_ptr = Signal(range(self._max_tokens * self._max_h))
+        r_ptr = Signal(range(depth_w))
         wb_ptr = Signal(range(depth_w))
         gave = self.o_stream.valid & self.o_stream.ready
         m.d.comb += self.r_stream.ready.eq(~running)
-        r_slot = r_ptr[:lw] if lw else Const(0)
+        r_x = [self.r_stream.payload.x] if vw == 1 else [self.r_stream.payload.x[j] for j in range(vw)]
         for j, r_wr in enumerate(r_wrs):
             m.d.comb += [
-                r_wr.addr.eq(Mux(running, wb_ptr, r_ptr >> lw)),
-                r_wr.data.eq(Mux(running, vu.o_stream.payload.y[j], self.r_stream.payload.x)),
-                r_wr.en.eq(Mux(running, gave, self.r_stream.valid & (r_slot == j))),
+                r_wr.addr.eq(Mux(running, wb_ptr, r_ptr)),
+                r_wr.data.eq(Mux(running, vu.o_stream.payload.y[j], r_x[j])),
+                r_wr.en.eq(Mux(running, gave, self.r_stream.valid)),
             ]
         with m.If(self.r_stream.valid & ~running):
             m.d.sync += r_ptr.eq(Mux(self.r_stream.payload.last, 0, r_ptr + 1))
@@ -372,9 +331,8 @@ class LinearVectorOp(wiring.Component):
             for i in range(p // vw):
                 with m.Case(i):
                     m.d.comb += [feed_acc[j].eq(lanes[i * vw + j]) for j in range(vw)]
-        # between commands the vector unit is the direct path's (v_stream -> vo_stream, one channel a beat;
-        # with vw > 1 through a gearbox that gathers vw beats into one and one result beat into vw)
-        dv, dvo = self._direct_path(m, vu.i_stream.payload.shape(), vu.o_stream.payload.shape())
+        # between commands the vector unit is the direct path's (v_stream -> vo_stream, vw channels a beat)
+        dv, dvo = self.v_stream, self.vo_stream
         m.d.comb += [
             vu.i_stream.valid.eq(Mux(running, b_valid, dv.valid)),
             dv.ready.eq(vu.i_stream.ready & ~running),
@@ -383,7 +341,7 @@ class LinearVectorOp(wiring.Component):
             m.d.comb += [vu.i_stream.payload.x[j].eq(r_rds[j].data) for j in range(vw)]
             m.d.comb += [vu.i_stream.payload.acc[j].eq(feed_acc[j]) for j in range(vw)]
         with m.Else():
-            m.d.comb += vu.i_stream.payload.eq(dv.payload)
+            m.d.comb += vu.i_stream.payload.eq(dv.payload.as_value())
         with m.If(advance):
             m.d.sync += [b_valid.eq(issue), b_lane.eq(rd_i)]
         with m.If(accept):
@@ -407,7 +365,7 @@ class LinearVectorOp(wiring.Component):
         m.d.comb += [
             self.o_stream.valid.eq(vu.o_stream.valid & running),
             dvo.valid.eq(vu.o_stream.valid & ~running),
-            dvo.payload.eq(vu.o_stream.payload),
+            dvo.payload.eq(vu.o_stream.payload.as_value()),
             vu.o_stream.ready.eq(Mux(running, self.o_stream.ready, dvo.ready)),
             self.o_stream.payload.y.eq(vu.o_stream.payload.y if vw > 1 else vu.o_stream.payload.y[0]),
             self.o_stream.payload.bit.eq(vu.o_stream.payload.bit),
@@ -452,7 +410,7 @@ class LinearVectorCodec:
         self.vw = vw
         self.linear = LinearCodec(p=p, s=s, max_k=max_k, max_n=max_h, max_tokens=max_tokens, addr_width=addr_width)
         self.p_layout = VectorLoad(fmts, max_h, max_k)
-        self.r_layout = ResidualLoad(fmts)
+        self.r_layout = ResidualLoad(fmts, vw)
         self.o_layout = LinearVectorOutput(fmts, vw)
 
     def command(self, tokens: int, k: int, h: int, base: int) -> int:
@@ -475,11 +433,11 @@ class LinearVectorCodec:
                       k=k if i == h - 1 else 0, last=int(i == h - 1)) for i in range(h)]
 
     def residuals(self, x) -> list[int]:
-        """``r_stream`` payloads of ``x`` ``(n, H)``, token major, the last flagged."""
+        """``r_stream`` payloads of ``x`` ``(n, H)``, token major, ``vw`` codes a beat, the last flagged."""
         flat = [int(v) for row in x for v in row]
         if len(flat) > self.max_tokens * self.max_h:
             raise ValueError(f"{len(flat)} residual codes overflow the buffer of {self.max_tokens * self.max_h}")
-        return [_pack(self.r_layout, x=v, last=int(i == len(flat) - 1)) for i, v in enumerate(flat)]
+        return code_beats(self.r_layout, flat, self.fmts.layernorm.bits, self.vw)
 
     def output(self, payload: int) -> tuple[int, int, int, int]:
         """``o_stream`` payload -> ``(y, bit, last, final)`` (one channel a beat; see :meth:`channels`)."""

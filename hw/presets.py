@@ -55,7 +55,9 @@ PRESETS: dict[str, Preset] = {p.name: p for p in (
                 "the built design's buffers take (demo-ecp5, placed: 1,656 Kbit; at 128 tokens they can only grow): "
                 "2,088 Kbit, which holds a 256/2 student or a pair of 128/2 or 128/4 students but not the 256/2 pair "
                 "(3,511 Kbit) nor the full-width ensemble (21.6 Mbit); the word and position tables are read per "
-                "token from off-chip memory (bebert pareto)",
+                "token from off-chip memory (bebert pareto). Logic: with one dual linear engine a lane the 32 x 128 "
+                "pair synthesizes to 110% of the part's LUT4 slots at 16 tokens (92,131; 16 x 256, the same P*S, "
+                "87%), so it does not fit yet either (docs/results/area.md)",
            clock_mhz=125.0, onchip_kbit=(208 - 92) * 18, model="checkpoints/sst2-w1a1-h256-l2-m1.safetensors",
            kb=16, vw=4),
     Preset("tiny-ice40", "iCE40UP5K", p=2, s=32, lanes=1, prefetch=0, word_bits=64, bits_per_cycle=64.0,

@@ -139,9 +139,9 @@ def run(dut, words, timing_args, jobs, *, reset_after=None, seed=0, limit=200_00
                 finals.append(cycle)
             for lane, (iv, ir, ip, ov_, or_, op_) in enumerate(zip(*(li[k::6] for k in range(6)))):
                 if iv and ir:
-                    x = ip & 0xFFFF
-                    layer_in[lane][-1].append(x - (1 << 16) if x >> 15 else x)
-                    if (ip >> 16) & 1:
+                    codes, last = ecodec.input_codes(ip)
+                    layer_in[lane][-1] += codes
+                    if last:
                         layer_in[lane].append([])
                 if ov_ and or_:
                     chans = ecodec.channels(op_)

@@ -277,3 +277,24 @@ def test_bad_inputs(tiny):
         layer_offsets(32, 64, 0, 8, 16)
     with pytest.raises(ValueError, match="n must be a positive integer"):
         expected_cycles(0, 32, 2, 64, 4, 8, 16.0, 4)
+
+
+@pytest.mark.parametrize("vw", [1, 4])
+def test_input_beats_carry_vw_codes(vw):
+    """The layer input goes in vw codes a beat (the accelerator's replay rate): codes round-trip through the
+    codec, the last beat flagged, a count that does not fill beats refused."""
+    from bebert.golden.vector import VectorFormats
+    from bebert.hw.encoder import EncoderCodec
+
+    fmts = VectorFormats.default(32)
+    codec = EncoderCodec(hidden=32, ffn=64, p=8, max_tokens=4, fmts=fmts, acc_width=7, vw=vw)
+    x = np.random.default_rng(vw).integers(fmts.layernorm.qmin, fmts.layernorm.qmax + 1, (3, 32))
+    beats = codec.inputs(x)
+    assert len(beats) == 3 * 32 // vw
+    got = [codec.input_codes(b) for b in beats]
+    assert [c for codes, _ in got for c in codes] == x.reshape(-1).tolist()
+    assert [last for _, last in got] == [0] * (len(beats) - 1) + [1]
+    if vw > 1:
+        from bebert.hw._params import code_beats
+        with pytest.raises(ValueError, match="do not fill beats of 4"):
+            code_beats(codec.i_layout, [0] * 6, fmts.layernorm.bits, 4)
