@@ -332,3 +332,32 @@ def test_bad_inputs(tiny):
         Accelerator(spec, addr_width=8)
     with pytest.raises(ValueError, match="narrower than a 16-bit code"):
         AccelSpec.from_int_model(model, P, S, 8)
+
+
+@pytest.mark.parametrize("hidden, word_bits, vw, p, s", [
+    (34, 64, 2, 2, 16),    # c = 4 codes a word: 9 pairs a row, the last one half full; u = vw = 2
+    (36, 48, 4, 4, 8),     # 48-bit words: c = 2 (a power of two), u = 2, two unpack steps a vw = 4 beat
+])
+def test_embedding_rows_that_do_not_fill_words(tmp_path, hidden, word_bits, vw, p, s):
+    """Hidden sizes and word widths away from the tested ones: the packed position/type rows end in a
+    partly filled word or take several unpack steps a vector-unit beat; logits, counters and the embedding's
+    cycles exact against golden and the model."""
+    pytest.importorskip("torch")
+    from random_models import export_random
+
+    from bebert.golden.format import load_int_model
+    from bebert.hw.accelerator import Accelerator
+
+    dims = dict(vocab_size=60, hidden_size=hidden, num_layers=2, num_heads=2, ffn_size=2 * hidden, max_len=8)
+    model = load_int_model(export_random(tmp_path / "m.safetensors", dims, MEMBERS, seed=hidden))
+    spec = AccelSpec.from_int_model(model, p, s, word_bits)
+    assert spec.emb_codes == {64: 4, 48: 2}[word_bits] and hidden % spec.emb_codes == (2 if hidden == 34 else 0)
+    words, _ = model_image(model, spec)
+    dut = Accelerator(spec, lanes=2, max_tokens=6, addr_width=16, vw=vw)
+    rng = np.random.default_rng(hidden)
+    job = dict(ids=rng.integers(0, 60, 6).tolist(), types=rng.integers(0, 2, 6).tolist(), length=5)
+    (res,), _ = run(dut, words, (4, 20.0, word_bits), [job], seed=hidden)
+    check(dut, model, job, res)
+    assert res["counters"]["param_words"] == param_words(spec, 6)
+    want = dut.expected_cycles(6, 20.0, 4, detail=True)
+    assert abs(res["counters"]["embed"] - want["embed"]) <= 0.03 * want["embed"] + 12, (res["counters"], want)
