@@ -203,6 +203,7 @@ class LinearEngine(wiring.Component):
         self._k_all = max(max_k, self._max_k_raw) if dual else max_k   # the largest K of any command
         self._f_max = -(-self._k_all // s)
         self._f_sign = -(-max_k // s)
+        self._f_raw = -(-self._max_k_raw // s) if dual else 0   # a raw command's folds, at most
         self._g_max = -(-max_n // p)
         # the sub-blocks are built here so that their parameter errors surface at construction
         self.pe = PEArray(p=p, s=s, max_k=self._k_all, impl=impl)
@@ -240,7 +241,6 @@ class LinearEngine(wiring.Component):
     dual = property(lambda self: self._dual)
     max_k_raw = property(lambda self: self._max_k_raw)
     t_width = property(lambda self: self._t_width)
-    fetch_depth = property(lambda self: self._fetch_depth)
     counter_bits = property(lambda self: self._counter_bits)
 
     @property
@@ -273,8 +273,7 @@ class LinearEngine(wiring.Component):
         x_wr, x_rd = xbuf.write_port(), xbuf.read_port()
         w_wr, w_rd = wbuf.write_port(), wbuf.read_port()
         if dual:   # the raw commands' activations
-            m.submodules.xrbuf = xrbuf = Memory(shape=unsigned(s), depth=self._max_tokens * -(-self._max_k_raw // s),
-                                                init=[])
+            m.submodules.xrbuf = xrbuf = Memory(shape=unsigned(s), depth=self._max_tokens * self._f_raw, init=[])
             xr_wr, xr_rd = xrbuf.write_port(), xrbuf.read_port()
         if not raw:
             entry = ThresholdEntry(p, self._t_width)
@@ -299,7 +298,7 @@ class LinearEngine(wiring.Component):
             x_wr.en.eq(self.x_stream.valid & self.x_stream.ready),
         ]
         if dual:
-            xr_ptr = Signal(range(self._max_tokens * -(-self._max_k_raw // s)))
+            xr_ptr = Signal(range(self._max_tokens * self._f_raw))
             m.d.comb += [
                 self.xr_stream.ready.eq(~running | ~is_raw),
                 xr_wr.addr.eq(xr_ptr),
